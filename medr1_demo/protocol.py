@@ -1,0 +1,183 @@
+"""The Med-R1 protocol in one place: question strings, prompt templates, messages, answer parsing.
+
+The app, the trainer's dataset rows, the rewards and the evaluator all use these functions, so the
+app asks exactly what training taught. Facts come from the official repository
+(Yuxiang-Lai117/Med-R1 @ 88d76c7); see docs in DESIGN.md.
+
+Two readings of a completion live here on purpose:
+
+- `medr1_answer_text` keeps Med-R1's reward semantics exactly (the text inside the first
+  `<answer>...</answer>`, or the whole completion when there is no tag). The trainer's rewards use it.
+- `parse_output` is what a person is shown: tolerant where a reader would be (case, whitespace,
+  `<answer>C) CT</answer>`), and it says why when there is no valid answer.
+
+    >>> format_question("Which modality?", ["CT", "MRI"])
+    'Which modality? A)CT, B)MRI'
+    >>> parse_output("<answer> b </answer>", NO_THINKING, n_options=2).letter
+    'B'
+"""
+
+import re
+from dataclasses import dataclass
+
+THINKING = "thinking"
+NO_THINKING = "no-thinking"
+MODES = (THINKING, NO_THINKING)
+
+LETTERS = "ABCDEFGH"
+MIN_OPTIONS, MAX_OPTIONS = 2, len(LETTERS)
+
+# Verbatim from Med-R1's training code; {Question} is the question followed by its options.
+PROMPT_TEMPLATES = {
+    THINKING: (
+        "{Question} Your task: 1. Think through the question step by step, enclose your reasoning "
+        "process in <think>...</think> tags. 2. Then provide the correct single-letter choice "
+        "(A, B, C, D,...) inside <answer>...</answer> tags. 3. No extra information or text "
+        "outside of these tags."
+    ),
+    NO_THINKING: (
+        "{Question} Your task: 1. Provide the correct single-letter choice (A, B, C, D,...) inside "
+        "<answer>...</answer> tags. 2. No extra information or text outside of this tag."
+    ),
+}
+
+# Med-R1's format rewards: the whole completion must match (DOTALL).
+FORMAT_PATTERNS = {
+    THINKING: re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL),
+    NO_THINKING: re.compile(r"\s*<answer>.*?</answer>", re.DOTALL),
+}
+
+_FIRST_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
+# Options as OmniMedVQA writes them: "A)text" separated by ", ". The look-ahead for the next letter
+# in sequence keeps commas inside an option's text ("Adenocarcinoma, left lobe") intact.
+_OPTION_START = re.compile(r"(?:^|\s)A\)")
+# A reader's answer: a lone letter, "C)", "C) CT", "C. CT", "(C)", "Answer: C".
+_LETTER_IN_ANSWER = re.compile(r"^\s*(?:answer\s*[:\-]?\s*)?\(?([A-Ha-h])(?:\)|\.|:|\s|$)", re.I)
+
+
+class QuestionError(ValueError):
+    """A question or its options cannot be asked; str(err) is a sentence for the person asking."""
+
+
+def check_options(options: list[str]) -> list[str]:
+    """Strip the options and check there are 2 to 8 non-empty ones; returns the stripped list."""
+    cleaned = [option.strip() for option in options]
+    if any(not option for option in cleaned):
+        raise QuestionError("An answer option is empty; fill it in or remove it.")
+    if not MIN_OPTIONS <= len(cleaned) <= MAX_OPTIONS:
+        raise QuestionError(
+            f"A question needs {MIN_OPTIONS} to {MAX_OPTIONS} answer options; got {len(cleaned)}."
+        )
+    return cleaned
+
+
+def format_question(question: str, options: list[str]) -> str:
+    """Question + options -> the OmniMedVQA-style `{Question}` string Med-R1 was trained on."""
+    question = question.strip()
+    if not question:
+        raise QuestionError("The question is empty; type a question about the scan.")
+    listed = ", ".join(f"{LETTERS[i]}){option}" for i, option in enumerate(check_options(options)))
+    return f"{question} {listed}"
+
+
+def split_question(text: str) -> tuple[str, list[str]]:
+    """The reverse of `format_question`: a pasted OmniMedVQA question -> (question, options).
+
+    Raises QuestionError when the text holds no `A)... , B)...` option list.
+    """
+    text = text.strip()
+    start = _OPTION_START.search(text)
+    if start is None:
+        raise QuestionError("No options found; write them as 'A)first, B)second, ...'.")
+    question = text[: start.start()].strip()
+    rest = text[start.end() :]
+    options = []
+    for letter in LETTERS[1:]:
+        # The next option begins at ", X)" for the next letter in sequence.
+        marker = re.search(rf",\s*{letter}\)", rest)
+        if marker is None:
+            break
+        options.append(rest[: marker.start()])
+        rest = rest[marker.end() :]
+    options.append(rest)
+    if not question:
+        raise QuestionError("The text has options but no question before 'A)'.")
+    return question, check_options(options)
+
+
+def build_prompt(question_text: str, mode: str) -> str:
+    """The text of the user turn for one mode, `question_text` being a `format_question` string."""
+    if mode not in PROMPT_TEMPLATES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    return PROMPT_TEMPLATES[mode].format(Question=question_text)
+
+
+def build_messages(question_text: str, mode: str) -> list[dict]:
+    """One user turn, image first then the prompt, no system message (as Med-R1 trained)."""
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image"},
+                {"type": "text", "text": build_prompt(question_text, mode)},
+            ],
+        }
+    ]
+
+
+def solution_letter(solution: str) -> str:
+    """The ground-truth letter of a Med-R1 `solution` such as `<answer> C </answer>`."""
+    match = _FIRST_ANSWER.search(solution)
+    return (match.group(1) if match else solution).strip()
+
+
+def make_solution(letter: str) -> str:
+    """The Med-R1 `solution` string for a letter, spaced as in the released split files."""
+    return f"<answer> {letter} </answer>"
+
+
+def medr1_answer_text(completion: str) -> str:
+    """Med-R1's accuracy-reward reading: first `<answer>` content stripped, else the whole text."""
+    match = _FIRST_ANSWER.search(completion)
+    return (match.group(1) if match else completion).strip()
+
+
+def has_mode_format(completion: str, mode: str) -> bool:
+    """Med-R1's format reward test: the whole completion fully matches the mode's pattern."""
+    return FORMAT_PATTERNS[mode].fullmatch(completion) is not None
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """What a person is shown of one completion."""
+
+    letter: str | None  # "A".."H", or None when there is no valid answer
+    rationale: str | None  # text inside <think>, thinking mode only
+    format_ok: bool  # the completion kept the mode's Med-R1 format
+    problem: str | None = None  # why there is no valid answer, in plain words
+
+
+def parse_output(text: str, mode: str, n_options: int) -> ParsedAnswer:
+    """Read a completion the way a reader would; says why when there is no valid answer."""
+    think = _THINK.search(text)
+    rationale = think.group(1).strip() if think and mode == THINKING else None
+    format_ok = has_mode_format(text, mode)
+    answer = _FIRST_ANSWER.search(text)
+    if answer is None:
+        problem = "The model gave no <answer> tag." if text.strip() else "The model gave no output."
+        return ParsedAnswer(None, rationale or None, format_ok, problem)
+    match = _LETTER_IN_ANSWER.match(answer.group(1))
+    if match is None:
+        shown = answer.group(1).strip()[:40] or "nothing"
+        return ParsedAnswer(None, rationale or None, format_ok, f"The answer tag holds {shown!r}, not a letter.")
+    letter = match.group(1).upper()
+    if LETTERS.index(letter) >= n_options:
+        valid = f"A-{LETTERS[n_options - 1]}"
+        problem = f"The model answered {letter}, which is not one of the options ({valid})."
+        return ParsedAnswer(None, rationale or None, format_ok, problem)
+    return ParsedAnswer(letter, rationale or None, format_ok)
+
+
+def letter_index(letter: str) -> int:
+    return LETTERS.index(letter)
