@@ -13,13 +13,13 @@ from medr1_demo.protocol import MODES, NO_THINKING, THINKING
 class GenerationSettings:
     """How to decode. Greedy by default, as Med-R1's evaluation; sampling when `do_sample`."""
 
-    max_new_tokens: dict[str, int] = field(
-        default_factory=lambda: {THINKING: 256, NO_THINKING: 32}
-    )
+    max_new_tokens: dict[str, int] = field(default_factory=lambda: {THINKING: 256, NO_THINKING: 32})
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
+    # Generate exactly max_new_tokens per mode, ignoring end-of-text (benchmarks compare equal work).
+    exact_length: bool = False
 
     def tokens_for(self, mode: str) -> int:
         return self.max_new_tokens[mode]

@@ -113,17 +113,14 @@ def build_prompt(question_text: str, mode: str) -> str:
     return PROMPT_TEMPLATES[mode].format(Question=question_text)
 
 
+def user_turn(prompt: str) -> list[dict]:
+    """One user turn holding the image first, then `prompt`; no system message (as Med-R1 trained)."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+
+
 def build_messages(question_text: str, mode: str) -> list[dict]:
-    """One user turn, image first then the prompt, no system message (as Med-R1 trained)."""
-    return [
-        {
-            "role": "user",
-            "content": [
-                {"type": "image"},
-                {"type": "text", "text": build_prompt(question_text, mode)},
-            ],
-        }
-    ]
+    """The chat messages for one question in one mode."""
+    return user_turn(build_prompt(question_text, mode))
 
 
 def solution_letter(solution: str) -> str:
@@ -170,7 +167,9 @@ def parse_output(text: str, mode: str, n_options: int) -> ParsedAnswer:
     match = _LETTER_IN_ANSWER.match(answer.group(1))
     if match is None:
         shown = answer.group(1).strip()[:40] or "nothing"
-        return ParsedAnswer(None, rationale or None, format_ok, f"The answer tag holds {shown!r}, not a letter.")
+        return ParsedAnswer(
+            None, rationale or None, format_ok, f"The answer tag holds {shown!r}, not a letter."
+        )
     letter = match.group(1).upper()
     if LETTERS.index(letter) >= n_options:
         valid = f"A-{LETTERS[n_options - 1]}"
