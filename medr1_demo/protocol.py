@@ -48,6 +48,8 @@ FORMAT_PATTERNS = {
 }
 
 _FIRST_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+# Med-R1's accuracy reward uses this pattern without DOTALL: an answer split over lines is not read.
+_MEDR1_ANSWER = re.compile(r"<answer>(.*?)</answer>")
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
 # Options as OmniMedVQA writes them: "A)text" separated by ", ". The look-ahead for the next letter
 # in sequence keeps commas inside an option's text ("Adenocarcinoma, left lobe") intact.
@@ -125,7 +127,7 @@ def build_messages(question_text: str, mode: str) -> list[dict]:
 
 def solution_letter(solution: str) -> str:
     """The ground-truth letter of a Med-R1 `solution` such as `<answer> C </answer>`."""
-    match = _FIRST_ANSWER.search(solution)
+    match = _MEDR1_ANSWER.search(solution)
     return (match.group(1) if match else solution).strip()
 
 
@@ -136,7 +138,7 @@ def make_solution(letter: str) -> str:
 
 def medr1_answer_text(completion: str) -> str:
     """Med-R1's accuracy-reward reading: first `<answer>` content stripped, else the whole text."""
-    match = _FIRST_ANSWER.search(completion)
+    match = _MEDR1_ANSWER.search(completion)
     return (match.group(1) if match else completion).strip()
 
 

@@ -102,6 +102,8 @@ MEDR1_TEXT_CASES = [
     ("  C \n", "C"),
     # first of two tags
     ("<answer>A</answer><answer>B</answer>", "A"),
+    # an answer split over lines is not read (no DOTALL in Med-R1's pattern): the whole text
+    ("<answer>\nC\n</answer>", "<answer>\nC\n</answer>"),
     # option text stays: Med-R1 gives no credit for "C) CT"
     ("<answer>C) CT</answer>", "C) CT"),
     # think then answer

@@ -8,12 +8,27 @@ import importlib
 import sys
 
 COMMANDS = {
-    "grpo": ("trainer.grpo", "GRPO with Med-R1's rewards (thinking or no-thinking): --config recipe.yaml"),
-    "sft": ("trainer.sft", "supervised baseline / warm start on the same data: --config recipe.yaml"),
-    "eval": ("trainer.evaluate", "accuracy tables per file, modality and question type, both modes"),
-    "matrix": ("trainer.matrix", "cross-generalisation heatmaps from several checkpoints x test splits"),
+    "grpo": (
+        "trainer.grpo",
+        "GRPO with Med-R1's rewards (thinking or no-thinking): --config recipe.yaml",
+    ),
+    "sft": (
+        "trainer.sft",
+        "supervised baseline / warm start on the same data: --config recipe.yaml",
+    ),
+    "eval": (
+        "trainer.evaluate",
+        "accuracy tables per file, modality and question type, both modes",
+    ),
+    "matrix": (
+        "trainer.matrix",
+        "cross-generalisation heatmaps from several checkpoints x test splits",
+    ),
     "synth": ("trainer.synth", "procedurally generated phantom scans in Med-R1 split format"),
-    "validate": ("trainer.validate", "check a dataset's records before training (file:index: reason)"),
+    "validate": (
+        "trainer.validate",
+        "check a dataset's records before training (file:index: reason)",
+    ),
     "merge": ("trainer.merge", "merge a LoRA adapter into full weights the app can serve"),
 }
 

@@ -1,0 +1,170 @@
+"""Shared pytest fixtures: tiny Qwen2-VL checkpoints built once per test session, offline.
+
+Run the suite with `.venv/bin/python -m pytest`. Checkpoints come from `medr1_demo.tiny` (about
+0.2 M parameters, built in well under a second), so nothing is downloaded.
+"""
+
+import pytest
+
+from medr1_demo.tiny import build_tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny checkpoint in today's `save_pretrained` layout (read-only: copy before changing)."""
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "current", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_legacy_checkpoint(tmp_path_factory):
+    """The same weights in the released Med-R1 checkpoints' older layout."""
+    return build_tiny_checkpoint(
+        tmp_path_factory.mktemp("tiny") / "legacy", seed=0, layout="legacy"
+    )
+
+
+# ------------------------------------------------------------------------- the clinician app
+# Fixtures of test_ui.py, test_server.py and test_browser.py: real DICOM files (pydicom's own,
+# read offline), a real engine, and one real `python app.py` shared by the server and browser tests.
+# Imports stay inside the fixtures so the fixtures above load without them.
+
+# Planted in a test DICOM; none may reach the page, an API response or a log.
+PLANTED_IDENTIFIERS = (
+    "Plantedname^Jane",
+    "Plantedname",
+    "PID-4471-PLANTED",
+    "19510203",
+    "St Planted Infirmary",
+    "Plantedref",
+    "ACC-PLANTED-889",
+)
+
+
+def _pydicom_file(name: str):
+    from pathlib import Path
+
+    from pydicom.data import get_testdata_file
+
+    return Path(get_testdata_file(name, download=False))
+
+
+@pytest.fixture(scope="session")
+def ct_dicom():
+    """pydicom's CT_small.dcm: one real CT slice."""
+    return _pydicom_file("CT_small.dcm")
+
+
+@pytest.fixture(scope="session")
+def multiframe_dicom():
+    """pydicom's rtdose.dcm: 15 frames."""
+    return _pydicom_file("rtdose.dcm")
+
+
+@pytest.fixture(scope="session")
+def planted_identifiers():
+    return PLANTED_IDENTIFIERS
+
+
+@pytest.fixture(scope="session")
+def planted_dicom(tmp_path_factory, ct_dicom):
+    """CT_small.dcm with patient identifiers planted and burned-in annotation declared."""
+    import pydicom
+
+    ds = pydicom.dcmread(ct_dicom)
+    ds.PatientName = "Plantedname^Jane"
+    ds.PatientID = "PID-4471-PLANTED"
+    ds.PatientBirthDate = "19510203"
+    ds.InstitutionName = "St Planted Infirmary"
+    ds.ReferringPhysicianName = "Dr^Plantedref"
+    ds.AccessionNumber = "ACC-PLANTED-889"
+    ds.BurnedInAnnotation = "YES"
+    path = tmp_path_factory.mktemp("planted") / "planted.dcm"
+    ds.save_as(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_checkpoint):
+    """A real PolicyEngine on the tiny checkpoint, on the CPU."""
+    from medr1_demo.engine import PolicyEngine
+
+    return PolicyEngine.load(str(tiny_checkpoint), device="cpu")
+
+
+class AppServer:
+    """A running `python app.py`: its URL, process, log file and upload folder."""
+
+    def __init__(self, url, process, log, upload_dir):
+        self.url, self.process, self.log, self.upload_dir = url, process, log, upload_dir
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> None:
+        import subprocess
+
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def launch_app(folder, *args: str, timeout: float = 90.0) -> AppServer:
+    """`python app.py *args` on a free port with its own upload and cache folders under `folder`;
+    returns once the page answers. Call `.stop()` when done."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", GRADIO_TEMP_DIR=str(folder / "uploads"))
+    env["MEDR1_CACHE"] = str(folder / "cache")
+    env.pop("MEDR1_MODEL", None)
+    log = folder / "server.log"
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(app), "--port", str(port), *args],
+            cwd=app.parent,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = AppServer(f"http://127.0.0.1:{port}/", process, log, folder / "uploads")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"app.py exited with {process.returncode}:\n{server.log_text()}")
+        try:
+            with urllib.request.urlopen(server.url, timeout=2) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"app.py did not answer within {timeout:.0f} s:\n{server.log_text()}")
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory, tiny_checkpoint):
+    """One real `python app.py` on the tiny checkpoint (24/8 new tokens), shared by tests."""
+    folder = tmp_path_factory.mktemp("app")
+    server = launch_app(
+        folder,
+        "--model",
+        str(tiny_checkpoint),
+        "--max-new-tokens",
+        "24",
+        "--max-new-tokens-no-thinking",
+        "8",
+    )
+    yield server
+    server.stop()

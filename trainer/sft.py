@@ -1,0 +1,85 @@
+"""`python -m trainer sft`: the supervised baseline (and GRPO warm start) on the same data and prompts.
+
+    python -m trainer sft --config configs/qwen2-vl-2b/sft/config_no_thinking.yaml
+    python -m trainer sft --config configs/tiny/sft.yaml   # a CPU warm start for the tiny policy
+
+Same records, same `build_messages` prompt and the same output format as GRPO, so the comparison
+with GRPO is the paper's: the target is `<answer>X</answer>` in no-thinking mode; in thinking
+mode it is `<think>{rationale}</think>\\n<answer>X</answer>`, taken from the data (records
+without a rationale are reported as invalid: Med-R1's own splits have none). The loss covers the
+completion only. Output: the same servable checkpoint as `trainer.grpo`.
+"""
+
+import sys
+
+from trainer.arguments import parse_recipe, recipe_path
+from trainer.data import PreparedData, build_dataset, prepare_data
+from trainer.grpo import run
+from trainer.outputs import PolicyMetadataCallback, finish_run, policy_metadata
+from trainer.policy import (
+    model_init_kwargs,
+    peft_config,
+    policy_folder,
+    policy_processor,
+    quantization_config,
+    resume_target,
+)
+
+
+def train(
+    script_args,
+    training_args,
+    model_args,
+    *,
+    data: PreparedData | None = None,
+    recipe: str | None = None,
+    callbacks: list | None = None,
+):
+    """SFT on prompt/completion rows; returns the finished SFTTrainer."""
+    from trl import SFTTrainer
+
+    resume = resume_target(training_args)
+    data = data or prepare_data(script_args, sft=True, progress=training_args.process_index == 0)
+    folder = policy_folder(model_args)
+    processor = policy_processor(folder, script_args)
+    init_kwargs = model_init_kwargs(model_args, training_args)
+    quantization = quantization_config(model_args)
+    if quantization is not None:
+        init_kwargs["quantization_config"] = quantization
+    training_args.model_init_kwargs = init_kwargs
+    # Rows are built on access from light columns; dropping "unused" columns would break that.
+    training_args.remove_unused_columns = False
+    lora = peft_config(model_args)
+    metadata = policy_metadata(
+        method="sft",
+        script_args=script_args,
+        training_args=training_args,
+        model_args=model_args,
+        data=data,
+        recipe=recipe,
+        adapter=lora is not None,
+    )
+    mode, size = script_args.mode, script_args.image_size
+    trainer = SFTTrainer(
+        model=str(folder),
+        args=training_args,
+        train_dataset=build_dataset(data.train, mode, size, sft=True),
+        eval_dataset=build_dataset(data.eval, mode, size, sft=True) if data.eval else None,
+        processing_class=processor,
+        peft_config=lora,
+        callbacks=[PolicyMetadataCallback(metadata), *(callbacks or [])],
+    )
+    result = trainer.train(resume_from_checkpoint=resume)
+    finish_run(trainer, processor, metadata, result.metrics, script_args.plots)
+    return trainer
+
+
+def main(argv: list[str]) -> int:
+    from trl import SFTConfig
+
+    parsed = parse_recipe(argv, SFTConfig, "python -m trainer sft")
+    return run(train, parsed, recipe_path(argv), sft=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
