@@ -1,0 +1,344 @@
+"""Tests of `python -m trainer eval` and `python -m trainer matrix` (CPU, tiny models, phantom data).
+
+Run: `.venv/bin/python -m pytest tests/test_evaluate.py -q`
+
+Besides the random tiny policy, one test model is "programmed": its weights are set so that greedy
+decoding always answers `<answer>A</answer>` (see `answering_checkpoint`). Its accuracy on any data
+is then known without running it (the share of items whose answer is A), which lets the end-to-end
+and matrix tests check the numbers against the data itself.
+"""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from medr1_demo.engine import PolicyEngine
+from medr1_demo.protocol import NO_THINKING, THINKING, solution_letter
+from trainer import evaluate, matrix, scores
+from trainer.results import RESULTS, RunMismatch, read_results
+from trainer.synth import write_dataset
+
+MODALITIES = ("CT", "MRI", "OCT")
+
+
+def answering_checkpoint(source: Path, out: Path, letter: str = "A") -> Path:
+    """A copy of a tiny checkpoint whose greedy output is always `<answer>{letter}</answer>`.
+
+    Attention and MLP outputs are zeroed, so the last hidden state is the last token's embedding;
+    the (tied) embeddings and final norm are set so each token of the answer, starting from the
+    generation prompt's last token, scores its successor highest (a symmetric form with negative
+    eigenvalues, since the output layer shares the embedding), ending at <|im_end|>.
+    """
+    from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
+
+    shutil.copytree(source, out)
+    model = Qwen2VLForConditionalGeneration.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    start = tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"][-1]
+    answer = tokenizer(f"<answer>{letter}</answer>", add_special_tokens=False)["input_ids"]
+    chain = [start, *answer, tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    assert len(set(chain)) == len(chain), "each token of the answer must be distinct"
+    n = len(chain)
+    scores_ = torch.zeros(n, n)
+    for k in range(n - 1):  # token k scores token k+1 highest: k+1 > k (its predecessor) > 0
+        scores_[k, k + 1] = scores_[k + 1, k] = k + 1.0
+    scores_.fill_diagonal_(-10.0)
+    values, vectors = torch.linalg.eigh(scores_)
+    language = model.model.language_model
+    with torch.no_grad():
+        for layer in language.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embed = language.embed_tokens.weight
+        embed[:, :n] = 0
+        for k, token in enumerate(chain):
+            embed[token] = 0
+            embed[token, :n] = vectors[k] * values.abs().sqrt()
+        language.norm.weight.zero_()
+        language.norm.weight[:n] = values.sign()
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def answer_a(tiny_checkpoint, tmp_path_factory):
+    return answering_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("answer-a") / "policy")
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantoms")
+    write_dataset(root, 40, seed=3, test_fraction=0.5, image_size=64, dicom=False, progress=False)
+    return root
+
+
+def split_file(root: Path, modality: str) -> Path:
+    return root / "Splits" / "modality" / "test" / f"{modality}_test.json"
+
+
+def share_of_a(path: Path) -> float:
+    """Accuracy of an always-A policy on a split file, read from the data itself (percent)."""
+    records = json.loads(path.read_text())
+    return 100 * sum(solution_letter(r["solution"]) == "A" for r in records) / len(records)
+
+
+class CountingEngine:
+    """A real engine that counts the rows it is asked for, and can stop after some batches."""
+
+    def __init__(self, engine, stop_after: int | None = None):
+        self.engine, self.stop_after = engine, stop_after
+        self.rows, self.batches = 0, []
+
+    def __getattr__(self, name):  # processor, info, ... of the real engine
+        return getattr(self.engine, name)
+
+    def complete(self, images, prompts, **kwargs):
+        if self.stop_after is not None and len(self.batches) == self.stop_after:
+            raise KeyboardInterrupt  # as if the run were killed here
+        self.batches.append(list(prompts))
+        self.rows += len(prompts)
+        return self.engine.complete(images, prompts, **kwargs)
+
+
+# ---------------------------------------------------------------------------------- scoring
+
+
+def line(id_, file, modality, qtype, mode, raw, answer, n_options=4):
+    row = {"id": id_, "file": file, "modality": modality, "question_type": qtype, "mode": mode}
+    return {**row, **scores.score(raw, mode, answer, n_options), "answer": answer}
+
+
+def hand_checked_results():
+    """Five items over two files; each raw text chosen for what it tests."""
+    a, b = "a.json", "b.json"
+    think = "<think>bone ring</think><answer>{}</answer>"
+    return [
+        # a:0 answer A: both modes right and in format; official no-thinking wrong (tagged text)
+        line("a:0", a, "CT", "Modality Recognition", THINKING, think.format("A"), "A"),
+        line("a:0", a, "CT", "Modality Recognition", NO_THINKING, "<answer>A</answer>", "A"),
+        # a:1 answer B: lower-case letter read as B (official regex keeps 'b': wrong); a bare
+        # "B" has no tag, so it is wrong here but right under the official raw comparison
+        line("a:1", a, "CT", "Disease Diagnosis", THINKING, think.format(" b "), "B"),
+        line("a:1", a, "CT", "Disease Diagnosis", NO_THINKING, "B", "B"),
+        # a:2 answer C: thinking answers D (wrong, in format); no-thinking "C) CT" is C
+        line("a:2", a, "CT", "Disease Diagnosis", THINKING, think.format("D"), "C"),
+        line("a:2", a, "CT", "Disease Diagnosis", NO_THINKING, "<answer>C) CT</answer>", "C"),
+        # b:0 answer A with 3 options: no output; "D" is not an option
+        line("b:0", b, "MRI", "Disease Diagnosis", THINKING, "", "A", 3),
+        line("b:0", b, "MRI", "Disease Diagnosis", NO_THINKING, "<answer>D</answer>", "A", 3),
+    ]
+
+
+def test_summary_numbers_by_hand():
+    summary = scores.summarise(hand_checked_results())
+    think, plain = summary["results"][THINKING], summary["results"][NO_THINKING]
+    # thinking: right on a:0, a:1; wrong on a:2, b:0
+    assert think["file"]["a.json"] == pytest.approx(
+        {"items": 3, "correct": 2, "accuracy": 2 / 3, "format_kept": 1.0}
+    )
+    assert think["file"]["b.json"]["accuracy"] == 0.0
+    assert think["overall"]["accuracy"] == 0.5  # 2 of 4, sample-weighted
+    assert think["mean_over_file"] == pytest.approx((2 / 3 + 0) / 2)  # each file counts once
+    assert think["overall"]["format_kept"] == 0.75  # all but the empty output
+    # no-thinking: right on a:0 and a:2 only
+    assert plain["modality"]["CT"]["accuracy"] == pytest.approx(2 / 3)
+    assert plain["question_type"]["Disease Diagnosis"]["correct"] == 1  # a:2 of a:1, a:2, b:0
+    assert plain["question_type"]["Modality Recognition"]["accuracy"] == 1.0
+    assert plain["mean_over_question_type"] == pytest.approx((1 + 1 / 3) / 2)
+    assert plain["overall"]["format_kept"] == 0.75  # "B" alone breaks the format
+    # agreement: both modes gave a letter on a:0 (A, A), a:2 (D, C); not on a:1 or b:0
+    assert summary["agreement"] == {
+        "modes": [THINKING, NO_THINKING], "items": 4, "compared": 2, "same": 1, "rate": 0.5,
+    }  # fmt: skip
+
+
+def test_official_scoring_reproduces_the_raw_comparison():
+    official = scores.summarise(hand_checked_results(), scoring=scores.OFFICIAL)["results"]
+    # thinking: regex \w+ inside the tag must equal the letter: a:0 only (a:1 reads 'b')
+    assert official[THINKING]["overall"]["correct"] == 1
+    # no-thinking: only the bare "B" equals its letter; every tagged answer counts as wrong
+    assert official[NO_THINKING]["overall"]["correct"] == 1
+    assert official[NO_THINKING]["file"]["a.json"]["correct"] == 1
+
+
+# ------------------------------------------------------------------------------- end to end
+
+
+def test_eval_command_scores_a_known_policy(answer_a, phantoms, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for modality in MODALITIES:
+        shutil.copy(split_file(phantoms, modality), data)
+    broken = json.loads((data / "CT_test.json").read_text())
+    broken += [
+        {**broken[0], "image": "Images/CT/no-such-scan.png"},
+        {**broken[0], "solution": "<answer> F </answer>"},  # not one of the options
+    ]
+    (data / "CT_test.json").write_text(json.dumps(broken))
+    out = tmp_path / "out"
+    argv = ["--model", str(answer_a), "--data", str(data), "--image_root", str(phantoms)]
+    argv += ["--out", str(out), "--batch_size", "4", "--max_new_tokens", "12", "--quiet"]
+    assert evaluate.main(argv) == 0
+    printed = capsys.readouterr()
+    assert "Overall, sample-weighted" in printed.out
+
+    summary = json.loads((out / "summary.json").read_text())
+    files = summary["results"][THINKING]["file"]
+    assert set(files) == {f"{m}_test.json" for m in MODALITIES}
+    for modality in MODALITIES:  # the always-A policy scores the share of A answers
+        expected = share_of_a(split_file(phantoms, modality))
+        for mode in (THINKING, NO_THINKING):
+            got = summary["results"][mode]["file"][f"{modality}_test.json"]["accuracy"]
+            assert 100 * got == pytest.approx(expected)
+    assert summary["results"][THINKING]["overall"]["format_kept"] == 0.0  # no <think>
+    assert summary["results"][NO_THINKING]["overall"]["format_kept"] == 1.0
+    assert summary["agreement"]["rate"] == 1.0
+    ct = str(data / "CT_test.json")
+    n_ct = len(broken) - 2
+    assert summary["skipped"]["count"] == 2
+    assert any(r.startswith(f"{ct}:{n_ct}: image not found") for r in summary["skipped"]["records"])
+    assert any(r.startswith(f"{ct}:{n_ct + 1}: answer 'F'") for r in summary["skipped"]["records"])
+    assert "skipped" in printed.err
+
+    # The summary is exactly what the JSON Lines file gives.
+    results = read_results(out / RESULTS)
+    assert len(results) == 2 * summary["items"]
+    assert {k: summary[k] for k in ("results", "agreement")} == {
+        k: scores.summarise(results)[k] for k in ("results", "agreement")
+    }
+    with open(out / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    overall = [r for r in rows if r["group"] == "all items (sample-weighted)"]
+    assert [float(r["accuracy"]) for r in overall] == [
+        pytest.approx(summary["results"][m]["overall"]["accuracy"]) for m in (THINKING, NO_THINKING)
+    ]
+
+    # Official scoring from the same results (nothing left to run): no-thinking drops to 0.
+    assert evaluate.main([*argv, "--official_scoring"]) == 0
+    official = json.loads((out / "summary_official.json").read_text())["results"]
+    assert official[NO_THINKING]["overall"]["accuracy"] == 0.0
+    assert official[THINKING]["overall"] == summary["results"][THINKING]["overall"]
+    assert len(read_results(out / RESULTS)) == len(results)  # nothing was asked again
+
+
+def test_resume_asks_only_for_what_is_left(tiny_engine, phantoms, tmp_path):
+    items, problems = evaluate.collect_items(
+        [str(split_file(phantoms, m)) for m in MODALITIES], str(phantoms)
+    )
+    assert not problems and len(items) >= 6
+    settings = evaluate.Settings(batch_size=4, max_new_tokens=3, progress=False)
+    run = {"model": "tiny", "max_new_tokens": 3, "image_size": 384}
+    folder = tmp_path / "run"
+    stopped = CountingEngine(tiny_engine, stop_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.evaluate(items, folder, lambda: stopped, settings, run)
+    assert len(read_results(folder / RESULTS)) == 8  # two batches of 4 were kept
+    with open(folder / RESULTS, "a") as handle:
+        handle.write('{"id": "CT_test.json:0", "mo')  # a line torn by the interruption
+
+    again = CountingEngine(tiny_engine)
+    results, _ = evaluate.evaluate(items, folder, lambda: again, settings, run)
+    total = 2 * len(items)
+    assert again.rows == total - 8
+    pairs = [(r["id"], r["mode"]) for r in results]
+    assert len(pairs) == len(set(pairs)) == total
+    assert (folder / RESULTS).read_text().endswith("}\n")
+    # One mode per batch, except where the first mode's rows run out.
+    assert sum(1 for b in again.batches if len({"Think through" in p for p in b}) > 1) <= 1
+
+    def no_model():
+        raise AssertionError("a finished run must not load the model")
+
+    results_again, _ = evaluate.evaluate(items, folder, no_model, settings, run)
+    assert len(results_again) == total
+    with pytest.raises(RunMismatch, match="max_new_tokens"):
+        evaluate.evaluate(items, folder, no_model, settings, {**run, "max_new_tokens": 9})
+
+
+# ---------------------------------------------------------------------------------- matrix
+
+
+def test_matrix_two_checkpoints_by_three_splits(answer_a, tiny_checkpoint, phantoms, tmp_path):
+    out = tmp_path / "matrix"
+    argv = ["--models", f"always-A={answer_a}", f"random={tiny_checkpoint}", "--data"]
+    argv += [f"{m}={split_file(phantoms, m)}" for m in MODALITIES]
+    argv += ["--image_root", str(phantoms), "--out", str(out), "--batch_size", "8"]
+    argv += ["--max_new_tokens", "8", "--quiet"]
+    assert matrix.main(argv) == 0
+
+    for name in ("matrix_thinking", "matrix_no-thinking", "matrix_difference"):
+        with open(out / f"{name}.csv", newline="") as handle:
+            table = list(csv.reader(handle))
+        assert table[0] == [matrix.CORNER, *MODALITIES]
+        assert [row[0] for row in table[1:]] == ["always-A", "random"]
+        values = [[float(v) for v in row[1:]] for row in table[1:]]
+        assert len(values) == 2 and all(len(row) == 3 for row in values)
+        if name == "matrix_difference":
+            assert values[0] == [0.0, 0.0, 0.0]  # the same answer in both modes
+        else:
+            assert values[0] == pytest.approx(
+                [share_of_a(split_file(phantoms, m)) for m in MODALITIES], abs=0.005
+            )
+            random_run = read_results(out / "runs" / "random" / RESULTS)
+            mode = name.removeprefix("matrix_")
+            for column, value in zip(MODALITIES, values[1], strict=True):
+                rows = [r for r in random_run if r["file"] == column and r["mode"] == mode]
+                assert value == pytest.approx(
+                    100 * sum(r["correct"] for r in rows) / len(rows), abs=0.005
+                )
+        png = out / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(png) as image:
+            image.verify()
+
+    # A second call reuses the runs: no new result lines.
+    sizes = {p: p.stat().st_size for p in out.glob("runs/*/" + RESULTS)}
+    assert matrix.main(argv) == 0
+    assert {p: p.stat().st_size for p in sizes} == sizes
+
+
+# ----------------------------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("yuxianglai117/Med-R1:VQA_CT", ("yuxianglai117/Med-R1", "VQA_CT")),  # repo:sub-folder
+        ("yuxianglai117/Med-R1", ("yuxianglai117/Med-R1", None)),  # whole repo
+        ("outputs/run:checkpoint-10", ("outputs/run", "checkpoint-10")),  # local folder:sub
+        ("trailing:", ("trailing:", None)),  # nothing after the colon: not a sub-folder
+    ],
+)
+def test_model_spec(spec, expected):
+    assert evaluate.split_model(spec) == expected
+
+
+def test_file_labels_are_short_and_unique():
+    files = ["d/modality/test/CT_test.json", "d/other/test/CT_test.json", "d/x/MRI_test.json"]
+    assert evaluate.file_labels(files) == {
+        files[0]: "modality/test/CT_test.json",
+        files[1]: "other/test/CT_test.json",
+        files[2]: "MRI_test.json",
+    }
+
+
+def test_bad_input_is_a_message_not_a_crash(tmp_path, capsys):
+    assert evaluate.main(["--model", str(tmp_path), "--data", str(tmp_path / "none.json")]) == 2
+    assert "No data found" in capsys.readouterr().err
+    assert matrix.main(["--models", "a=x", "a=y", "--data", "t=z.json"]) == 2
+    assert "given twice" in capsys.readouterr().err
+
+
+def test_engine_wrapper_is_a_real_engine(tiny_engine):
+    """The counting wrapper passes calls through unchanged (the resume test relies on it)."""
+    engine = CountingEngine(tiny_engine)
+    image = Image.new("RGB", (32, 32))
+    assert engine.complete([image], ["Q? A)x, B)y"], max_new_tokens=2) == tiny_engine.complete(
+        [image], ["Q? A)x, B)y"], max_new_tokens=2
+    )
+    assert isinstance(engine.engine, PolicyEngine) and engine.rows == 1
