@@ -1,0 +1,286 @@
+"""Serving benchmark: the app under concurrent load, and what the API costs over the engine.
+
+    .venv/bin/python benchmarks/bench_server.py [--clients 16] [--requests 5] [--queue-size 16]
+
+Both parts launch the real `python app.py` on a tiny untrained policy on a free port.
+
+1. Load: `--clients` concurrent `gradio_client` clients each send `--requests` requests to
+   `/answer`. Printed: answered / refused (the bounded queue said it is full) / lost (anything
+   else: an exception, a timeout, a malformed answer; must be 0), and p50/p95 latency.
+2. Overhead: the same case at 256 new tokens per mode, end to end through `/answer` (with
+   `gradio_client`, and with plain HTTP on Gradio's REST routes) versus a direct
+   `PolicyEngine.answer` in a quiet process of its own, round by round: the ratio of medians
+   (target <= 1.10). Steadier on a busy machine: end to end over the engine time the server
+   measured inside the same request. Token counts are forced equal with `--exact-length`.
+   `gradio_client` polls its message queue every 50 ms, which shows in its figures.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # the same thread budget as the server process
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+QUESTION = "Which imaging modality is used?"
+OPTIONS = ["CT", "MRI", "X-Ray", "Ultrasound"]
+
+
+def launch(folder: Path, checkpoint: Path, *args: str):
+    """`python app.py` on a free port; returns (process, url) once the page answers."""
+    import socket
+    import subprocess
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, GRADIO_TEMP_DIR=str(folder / "uploads"), MEDR1_CACHE=str(folder))
+    log = open(folder / f"server-{port}.log", "wb")  # noqa: SIM115 (lives as long as the server)
+    command = [
+        sys.executable,
+        str(ROOT / "app.py"),
+        "--model",
+        str(checkpoint),
+        "--port",
+        str(port),
+    ]
+    process = subprocess.Popen([*command, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"app.py exited early; see {log.name}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return process, url
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise SystemExit("app.py did not start within 120 s")
+
+
+def stop(process) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except Exception:
+        process.kill()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def load_test(url: str, scan: Path, clients: int, requests: int) -> None:
+    from gradio_client import Client, handle_file
+
+    outcomes = {"answered": 0, "refused": 0, "lost": 0}
+    latencies: list[float] = []
+    lost_reasons: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(clients)
+
+    def one_client() -> None:
+        client = Client(url, verbose=False)
+        start.wait()  # all clients fire together
+        for _ in range(requests):
+            began = time.perf_counter()
+            try:
+                result = client.predict(
+                    scan=handle_file(str(scan)), question=QUESTION, options=OPTIONS,
+                    api_name="/answer",
+                )  # fmt: skip
+                kind = "answered" if result.get("ok") and result.get("done") else "lost"
+                reason = None if kind == "answered" else f"not answered: {result.get('error')}"
+            except Exception as error:  # the queue's refusal arrives as an exception
+                full = "queue is full" in str(error).lower()
+                kind, reason = (
+                    ("refused", None) if full else ("lost", f"{type(error).__name__}: {error}")
+                )
+            with lock:
+                outcomes[kind] += 1
+                if kind == "answered":
+                    latencies.append(time.perf_counter() - began)
+                if reason:
+                    lost_reasons.append(reason)
+        client.close()
+
+    threads = [threading.Thread(target=one_client) for _ in range(clients)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    print(f"load: {clients} clients x {requests} requests in {wall:.1f} s")
+    print(
+        f"  answered {outcomes['answered']}  refused {outcomes['refused']}  lost {outcomes['lost']}"
+    )
+    if latencies:
+        print(
+            f"  latency p50 {percentile(latencies, 0.5):.2f} s  p95 {percentile(latencies, 0.95):.2f} s"
+        )
+    for reason in lost_reasons[:5]:
+        print(f"  lost: {reason}")
+
+
+def direct_worker(checkpoint: str, scan: str, tokens: int) -> int:
+    """A quiet process of its own that answers the benchmark case once per line on stdin.
+
+    Kept out of the benchmark process, whose `gradio_client` threads would slow the direct call.
+    """
+    import json
+
+    from medr1_demo.answers import GenerationSettings
+    from medr1_demo.engine import PolicyEngine
+    from medr1_demo.imaging import load_scan
+    from medr1_demo.protocol import MODES
+
+    engine = PolicyEngine.load(checkpoint, device="cpu")
+    settings = GenerationSettings(max_new_tokens={m: tokens for m in MODES}, exact_length=True)
+    image = load_scan(scan).image
+    print(json.dumps({"ready": True}), flush=True)
+    for _ in sys.stdin:
+        began = time.perf_counter()
+        answers = engine.answer(image, QUESTION, OPTIONS, settings=settings)
+        seconds = time.perf_counter() - began
+        print(
+            json.dumps({"seconds": seconds, "tokens": {m: a.tokens for m, a in answers.items()}}),
+            flush=True,
+        )
+    return 0
+
+
+def http_answer(http, url: str, scan: Path) -> dict:
+    """One `/answer` through Gradio's REST routes (upload, call, read the event stream)."""
+    import json
+
+    base = url.rstrip("/") + "/gradio_api"
+    with open(scan, "rb") as file:
+        path = http.post(f"{base}/upload", files={"files": (scan.name, file)}).json()[0]
+    upload = {"path": path, "meta": {"_type": "gradio.FileData"}}
+    body = {"data": [upload, QUESTION, OPTIONS, ["thinking", "no-thinking"], None, "auto"]}
+    event = http.post(f"{base}/call/answer", json=body).json()["event_id"]
+    kind = None
+    with http.stream("GET", f"{base}/call/answer/{event}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                kind = line.removeprefix("event:").strip()
+            elif line.startswith("data:") and kind == "complete":
+                return json.loads(line.removeprefix("data:"))[0]
+            elif line.startswith("data:") and kind == "error":
+                raise RuntimeError(line)
+    raise RuntimeError("the event stream ended without a result")
+
+
+def overhead(url: str, scan: Path, checkpoint: Path, rounds: int, tokens: int) -> None:
+    import json
+    import subprocess
+
+    import httpx
+    from gradio_client import Client, handle_file
+
+    worker = subprocess.Popen(
+        [sys.executable, __file__, "--direct-worker", str(checkpoint), str(scan), str(tokens)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    json.loads(worker.stdout.readline())  # loaded
+    client, http = Client(url, verbose=False), httpx.Client(timeout=120)
+    ways = {
+        "gradio_client": lambda: client.predict(
+            scan=handle_file(str(scan)), question=QUESTION, options=OPTIONS, api_name="/answer"
+        ),
+        "HTTP (REST)": lambda: http_answer(http, url, scan),
+    }
+    direct = []
+    total = {name: [] for name in ways}
+    inside = {name: [] for name in ways}  # the engine time the server measured in that request
+    try:
+        for _ in range(rounds + 1):  # the first round warms every side and is dropped
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+            reply = json.loads(worker.stdout.readline())
+            direct.append(reply["seconds"])
+            for name, ask in ways.items():
+                began = time.perf_counter()
+                result = ask()
+                total[name].append(time.perf_counter() - began)
+                inside[name].append(max(a["seconds"] for a in result["answers"].values()))
+                served_tokens = {m: a["tokens"] for m, a in result["answers"].items()}
+                if served_tokens != reply["tokens"]:
+                    print(f"  note: tokens differ: {name} {served_tokens} vs {reply['tokens']}")
+    finally:
+        worker.stdin.close()
+        worker.wait()
+        http.close()
+        client.close()
+    d = statistics.median(direct[1:])
+    print(f"overhead at {tokens} new tokens per mode ({rounds} rounds, tokens {reply['tokens']}):")
+    print(f"  direct engine call (own process): median {d:.3f} s")
+    for name in ways:
+        served, engine = total[name][1:], inside[name][1:]
+        s = statistics.median(served)
+        # Within one request both sides share every disturbance of a busy machine.
+        same = statistics.median(t / e for t, e in zip(served, engine, strict=True))
+        extra = statistics.median(t - e for t, e in zip(served, engine, strict=True))
+        print(
+            f"  {name:14} end to end median {s:.3f} s  ratio {s / d:.3f} (target <= 1.10);"
+            f" engine inside the server {statistics.median(engine):.3f} s;"
+            f" same request {same:.3f}, adds {extra * 1000:.0f} ms"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=5)
+    parser.add_argument("--queue-size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--direct-worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.direct_worker:
+        checkpoint, scan, tokens = args.direct_worker
+        return direct_worker(checkpoint, scan, int(tokens))
+
+    from pydicom.data import get_testdata_file
+
+    from medr1_demo.tiny import build_tiny_checkpoint
+
+    scan = Path(get_testdata_file("CT_small.dcm", download=False))
+    with tempfile.TemporaryDirectory(prefix="medr1-bench-") as folder:
+        folder = Path(folder)
+        checkpoint = build_tiny_checkpoint(folder / "tiny", seed=0)
+
+        process, url = launch(folder, checkpoint, "--queue-size", str(args.queue_size))
+        try:
+            load_test(url, scan, args.clients, args.requests)
+        finally:
+            stop(process)
+
+        tokens = str(args.tokens)
+        process, url = launch(
+            folder, checkpoint, "--max-new-tokens", tokens, "--max-new-tokens-no-thinking", tokens,
+            "--exact-length",
+        )  # fmt: skip
+        try:
+            overhead(url, scan, checkpoint, args.rounds, args.tokens)
+        finally:
+            stop(process)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

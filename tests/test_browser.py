@@ -1,0 +1,88 @@
+"""The page in a real browser: Debian's chromium, driven by Playwright, against `python app.py`.
+
+Run: `.venv/bin/python -m pytest tests/test_browser.py -q`; skipped where /usr/bin/chromium is
+missing (`apt-get install -y chromium`). Leaves a screenshot in test-artifacts/browser.png.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium"
+    ),
+]
+
+
+def dicom_example(fallback: Path) -> tuple[Path, str, str]:
+    """A DICOM from the bundled gallery (file, question, options), else pydicom's CT slice."""
+    index = ROOT / "assets" / "examples" / "examples.json"
+    if index.exists():
+        for entry in json.loads(index.read_text(encoding="utf-8")):
+            if entry["file"].lower().endswith(".dcm"):
+                return (
+                    ROOT / "assets" / "examples" / entry["file"],
+                    entry["question"],
+                    "\n".join(entry["options"]),
+                )
+    return fallback, "Which imaging modality is used?", "CT\nMRI\nX-Ray\nUltrasound"
+
+
+def test_page_answers_a_dicom_in_both_columns(app_server, ct_dicom, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    scan, question, options = dicom_example(ct_dicom)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),  # a fresh profile: no state from earlier runs
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            page = browser.new_page()
+            page.goto(app_server.url)
+            page.set_input_files("#scan-file input[type=file]", str(scan))
+            page.wait_for_selector("#scan-preview img", timeout=20_000)
+            page.fill("#question textarea", question)
+            page.fill("#options textarea", options)
+            page.wait_for_selector("#asked .medr1-asked", timeout=10_000)
+            page.click("#run")
+            # Both columns finished: each card shows its token count and no "generating" chip.
+            for column in ("#col-thinking", "#col-no-thinking"):
+                page.wait_for_function(
+                    """sel => { const c = document.querySelector(sel + ' .medr1-card');
+                                return c && /tokens/.test(c.textContent)
+                                       && !c.classList.contains('medr1-running'); }""",
+                    arg=column,
+                    timeout=30_000,
+                )
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(ARTIFACTS / "browser.png"), full_page=True)
+            for column in ("#col-thinking", "#col-no-thinking"):
+                card = page.inner_text(f"{column} .medr1-card")
+                assert "tokens" in card and "Waiting" not in card
+            assert "Not for clinical use" in page.inner_text("body")
+            assert page.inner_text("#model-panel")  # the model panel is filled
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "browser.png").stat().st_size > 10_000
+    shutil.rmtree(tmp_path / "profile", ignore_errors=True)

@@ -1,0 +1,240 @@
+"""The page's handlers, called directly on a real tiny engine and real DICOM files.
+
+Run: `.venv/bin/python -m pytest tests/test_ui.py -q`. Also covers the app's configuration
+(precedence CLI > env > YAML > defaults) and that the UI modules never import torch.
+"""
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from medr1_demo.config import AppConfig, ConfigError, load_config
+from medr1_demo.protocol import MODES, NO_THINKING, THINKING
+from medr1_demo.ui import Backend, Handlers, load_examples
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def handlers(tiny_engine) -> Handlers:
+    config = AppConfig()
+    config.decoding.max_new_tokens_thinking = 24
+    config.decoding.max_new_tokens_no_thinking = 8
+    backend = Backend(tiny_engine.info, tiny_engine.answer, tiny_engine.stream)
+    return Handlers(backend, config)
+
+
+def _check_answered(result: dict, n_options: int) -> None:
+    assert result["ok"] and result["error"] is None and result["done"]
+    assert set(result["answers"]) == set(MODES)
+    for answer in result["answers"].values():
+        assert answer["done"] and answer["tokens"] > 0
+        if answer["letter"] is None:  # an untrained policy: the reason must be given instead
+            assert answer["problem"]
+        else:
+            index = "ABCDEFGH".index(answer["letter"])
+            assert index < n_options
+            assert answer["option_text"] == list(result["options"].values())[index]
+
+
+def test_ui_modules_do_not_import_torch():
+    code = (
+        "import sys, medr1_demo.ui, medr1_demo.handlers, medr1_demo.render, medr1_demo.config\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_dicom_answered_in_both_modes(handlers, ct_dicom):
+    result = handlers.answer_api(str(ct_dicom), "Which imaging modality is this?", ["CT", "MRI"])
+    _check_answered(result, 2)
+    assert result["scan"]["kind"] == "DICOM"
+    assert result["question"] == "Which imaging modality is this?"
+    assert result["model"]["parameters"] == handlers.backend.info.parameters
+
+
+def test_page_run_streams_into_both_columns(handlers, ct_dicom):
+    updates = list(
+        handlers.run(str(ct_dicom), 1, "auto", "Which modality?", "CT\nMRI\nX-Ray", list(MODES))
+    )
+    assert len(updates) >= 3  # "answering", at least one partial, the final
+    status, think, rationale, think_raw, plain, plain_raw, agree, asked = updates[-1]
+    assert "medr1-msg-error" not in status
+    for card in (think, plain):
+        assert "tokens" in card and "Waiting" not in card and "generating" not in card
+    assert "A)CT, B)MRI, C)X-Ray" in asked
+    assert "Agreement" in agree or "agree" in agree
+    assert "<pre" in think_raw and "<pre" in plain_raw
+
+
+def test_one_mode_leaves_the_other_column_unrequested(handlers, ct_dicom):
+    final = list(handlers.run(str(ct_dicom), 1, "auto", "Which?", "CT\nMRI", [NO_THINKING]))[-1]
+    assert "Not requested" in final[1] and "tokens" in final[4]
+    result = handlers.answer_api(str(ct_dicom), "Which?", ["CT", "MRI"], [THINKING])
+    assert list(result["answers"]) == [THINKING]
+
+
+def test_pasted_omnimedvqa_question_is_split(handlers, ct_dicom):
+    question, options, message = handlers.split("Which organ is shown? A)Liver, B)Lung, C)Brain")
+    assert (question, options, message) == ("Which organ is shown?", "Liver\nLung\nBrain", "")
+    result = handlers.answer_api(str(ct_dicom), "Which organ? A)Liver, B)Lung", None)
+    assert result["ok"] and result["options"] == {"A": "Liver", "B": "Lung"}
+
+
+@pytest.mark.parametrize(
+    "scan, question, options, modes, expected",
+    [
+        # no scan at all
+        (None, "Which?", ["CT", "MRI"], MODES, "Upload a scan first"),
+        # a text file is not a scan
+        ("text", "Which?", ["CT", "MRI"], MODES, None),
+        # no question
+        ("ct", "   ", ["CT", "MRI"], MODES, "Type a question"),
+        # one option only
+        ("ct", "Which?", ["CT"], MODES, "2 to 8 answer options"),
+        # nine options
+        ("ct", "Which?", [f"o{i}" for i in range(9)], MODES, "2 to 8 answer options"),
+        # a question longer than the cap
+        ("ct", "x" * 2001, ["CT", "MRI"], MODES, "the limit is 2000"),
+        # no mode chosen
+        ("ct", "Which?", ["CT", "MRI"], [], "Choose at least one mode"),
+        # a mode that does not exist
+        ("ct", "Which?", ["CT", "MRI"], ["fast"], "Unknown mode"),
+        # options that are neither a list nor lines
+        ("ct", "Which?", {"A": "CT"}, MODES, "list of texts"),
+    ],
+)
+def test_bad_requests_get_plain_messages(
+    handlers, ct_dicom, tmp_path, scan, question, options, modes, expected
+):
+    if scan == "text":
+        path = tmp_path / "notes.txt"
+        path.write_text("not a scan")
+        scan = str(path)
+    elif scan == "ct":
+        scan = str(ct_dicom)
+    result = handlers.answer_api(scan, question, options, modes)
+    assert result["ok"] is False and result["answers"] == {}
+    assert result["error"] and "Traceback" not in result["error"]
+    if expected:
+        assert expected in result["error"]
+    # The page shows the same sentence in its status box, and the columns stay empty.
+    page = list(
+        handlers.run(
+            scan,
+            1,
+            "auto",
+            question,
+            "\n".join(options) if isinstance(options, list) else "",
+            modes,
+        )
+    )
+    assert "medr1-msg-error" in page[-1][0]
+
+
+def test_generation_failure_is_a_message_and_the_next_request_is_served(handlers, ct_dicom):
+    # A real out-of-memory or CUDA failure cannot be provoked on a CPU; the engine's error type
+    # is raised from the stream instead, and then the real engine answers again.
+    from medr1_demo.engine import GenerationError
+
+    def failing_answer(*args, **kwargs):
+        raise GenerationError("the GPU ran out of memory")
+
+    def failing_stream(*args, **kwargs):
+        yield from [failing_answer()]
+
+    backend = Backend(handlers.backend.info, failing_answer, failing_stream)
+    broken = Handlers(backend, handlers.config)
+    result = broken.answer_api(str(ct_dicom), "Which?", ["CT", "MRI"])
+    assert result["ok"] is False and "ran out of memory" in result["error"]
+    status = list(broken.run(str(ct_dicom), 1, "auto", "Which?", "CT\nMRI", list(MODES)))[-1][0]
+    assert "ran out of memory" in status
+    _check_answered(handlers.answer_api(str(ct_dicom), "Which?", ["CT", "MRI"]), 2)
+
+
+def test_new_scan_shows_frames_and_window_for_a_multiframe_dicom(handlers, multiframe_dicom):
+    preview, frames, window, meta, notes = handlers.new_scan(str(multiframe_dicom))
+    assert 'src="data:image/png;base64,' in preview
+    assert frames["visible"] is True and frames["maximum"] > 1
+    preview2, notes2 = handlers.show_scan(str(multiframe_dicom), 1, "auto")
+    assert 'src="data:image/png;base64,' in preview2 and preview2 != preview
+
+
+def test_png_has_no_frame_slider_or_window(handlers, tmp_path):
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48), (120, 30, 30)).save(path)
+    preview, frames, window, meta, notes = handlers.new_scan(str(path))
+    assert "data:image/png" in preview
+    assert frames["visible"] is False and window["visible"] is False
+
+
+def test_burned_in_identifiers_warning(handlers, planted_dicom):
+    notes = handlers.new_scan(str(planted_dicom))[4]
+    assert "burned into the picture" in notes and "medr1-msg-error" in notes
+
+
+def test_unreadable_upload_is_a_message(handlers, tmp_path):
+    path = tmp_path / "broken.dcm"
+    path.write_bytes(b"\x00" * 128 + b"DICM" + b"\x01" * 64)
+    preview, frames, window, meta, notes = handlers.new_scan(str(path))
+    assert "medr1-msg-error" in notes and "Traceback" not in notes
+    assert "Upload a scan" in preview
+
+
+def test_planted_identifiers_reach_neither_page_nor_api_nor_log(
+    handlers, planted_dicom, planted_identifiers, caplog
+):
+    with caplog.at_level(logging.DEBUG):
+        page = handlers.new_scan(str(planted_dicom))
+        result = handlers.answer_api(str(planted_dicom), "Which?", ["CT", "MRI"])
+    shown = json.dumps([str(part) for part in page]) + json.dumps(result) + caplog.text
+    assert result["ok"]
+    for identifier in planted_identifiers:
+        assert identifier.lower() not in shown.lower()
+
+
+def test_examples_load_with_existing_files():
+    rows, labels = load_examples()
+    for file, question, options in rows:
+        assert Path(file).is_file() and question and len(options.splitlines()) >= 2
+    assert len(rows) == len(labels)
+
+
+def test_config_precedence_cli_over_env_over_yaml(tmp_path):
+    yaml_file = tmp_path / "app.yaml"
+    yaml_file.write_text("model:\n  model: from-yaml\n  subfolder: VQA_CT\nserver:\n  port: 7001\n")
+    env = {"MEDR1_CONFIG": str(yaml_file), "MEDR1_MODEL": "from-env", "GRADIO_SERVER_PORT": "7002"}
+    config = load_config(["--model", "from-cli"], env)
+    assert (config.model.model, config.model.subfolder, config.server.port) == (
+        "from-cli",
+        "VQA_CT",
+        7002,
+    )
+    config = load_config([], {"MEDR1_CONFIG": str(yaml_file)})
+    assert (config.model.model, config.server.port, config.server.host) == (
+        "from-yaml",
+        7001,
+        "127.0.0.1",
+    )
+
+
+@pytest.mark.parametrize(
+    "yaml_text, env, expected",
+    [
+        ("model:\n  modle: x\n", {}, "unknown setting model.modle"),  # a typo in a key
+        ("server:\n  port: eighty\n", {}, "is not a valid int"),  # a value of the wrong type
+        ("", {"MEDR1_QUANTIZATION": "3bit"}, "4bit or 8bit"),  # an unknown quantization
+        ("", {"MEDR1_AUTH": "nocolon"}, "user:password"),  # auth without a password
+    ],
+)
+def test_config_errors_are_plain(tmp_path, yaml_text, env, expected):
+    yaml_file = tmp_path / "app.yaml"
+    yaml_file.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=expected):
+        load_config([], {"MEDR1_CONFIG": str(yaml_file), **env})
