@@ -16,6 +16,7 @@ from pydicom.uid import EnhancedCTImageStorage
 
 from medr1_demo.protocol import LETTERS, format_question, make_solution
 from trainer import dicom_export, synth
+from trainer.question_kinds import MODALITIES, MR, QUESTION_TYPES
 
 N, SEED, SIZE = 48, 7, 64
 PYDICOM_ROOT, STANDARD_ROOT = "1.2.826.0.1.3680043.8.498.", "1.2.840.10008."
@@ -57,8 +58,8 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(dataset, tmp_
 def test_every_modality_and_question_type_with_valid_options(dataset):
     recs = records(dataset)
     assert len(recs) == N
-    assert {r["modality"] for r in recs} == set(synth.MODALITIES)
-    assert {r["question_type"] for r in recs} == set(synth.QUESTION_TYPES)
+    assert {r["modality"] for r in recs} == set(MODALITIES)
+    assert {r["question_type"] for r in recs} == set(QUESTION_TYPES)
     assert {len(r["options"]) for r in recs} == {2, 3, 4}
     for r in recs:
         assert 2 <= len(r["options"]) <= 4
@@ -68,8 +69,8 @@ def test_every_modality_and_question_type_with_valid_options(dataset):
         assert r["rationale"].strip() and (dataset / r["image"]).is_file()
         assert ("dicom" in r) == (r["modality"] in dicom_export.DICOM_MODALITIES)
         # Modality recognition options are modality names and the answer is the image's own.
-        if r["question_type"] == synth.MR:
-            assert set(r["options"]) <= set(synth.MODALITIES)
+        if r["question_type"] == MR:
+            assert set(r["options"]) <= set(MODALITIES)
             assert r["options"][LETTERS.index(r["answer"])] == r["modality"]
 
 
@@ -79,8 +80,8 @@ def test_split_files_partition_the_records(dataset):
     for split in ("train", "test"):
         ids = {r["id"] for r in json.loads((dataset / f"{split}.json").read_text())}
         for key, values in (
-            ("modality", synth.MODALITIES),
-            ("question_type", synth.QUESTION_TYPES),
+            ("modality", MODALITIES),
+            ("question_type", QUESTION_TYPES),
         ):
             parts = [dataset / "Splits" / key / split / f"{v}_{split}.json" for v in values]
             found = [r["id"] for p in parts for r in json.loads(p.read_text())]
@@ -118,7 +119,7 @@ def test_png_is_the_windowed_dicom(dataset):
             stored = 4095 - stored
         window = (float(ds.WindowCenter), float(ds.WindowWidth)) if ds.Modality == "CT" else None
         shown = dicom_export.display_values(
-            synth.MODALITIES[0] if ds.Modality == "CT" else "", stored, window
+            MODALITIES[0] if ds.Modality == "CT" else "", stored, window
         )
         picture = np.asarray(Image.open(dataset / png))
         assert np.array_equal(shown, picture), name
@@ -161,13 +162,13 @@ def test_answers_are_balanced():
     """Canonical order: every kind deals its answers evenly (a k-option kind: about 1/k each)."""
     items = synth.plan(2000, SEED)
     for kind in {(it.modality, it.question_type) for it in items}:
-        if kind[1] == synth.MR:
+        if kind[1] == MR:
             continue  # the letter is the modality's fixed place in its panel
         chosen = [it for it in items if (it.modality, it.question_type) == kind]
         letters = Counter(it.answer for it in chosen)
         assert len(letters) == len(chosen[0].options)
         assert max(letters.values()) / len(chosen) <= 1 / len(letters) + 0.03, (kind, letters)
-    for question_type in synth.QUESTION_TYPES:
+    for question_type in QUESTION_TYPES:
         letters = Counter(it.answer for it in items if it.question_type == question_type)
         assert max(letters.values()) / sum(letters.values()) <= 0.42, (question_type, letters)
 
@@ -176,7 +177,7 @@ def test_shuffled_options_stay_balanced_and_vary():
     """Shuffled: the answer sits at each shown position equally often (within sampling noise)."""
     items = synth.plan(2000, SEED, shuffle_options=True)
     assert {len(it.options) for it in items} == {2, 3, 4}
-    for question_type in synth.QUESTION_TYPES:
+    for question_type in QUESTION_TYPES:
         chosen = [it for it in items if it.question_type == question_type]
         observed = Counter(it.answer for it in chosen)
         for position, letter in enumerate(LETTERS[:4]):
@@ -241,8 +242,8 @@ def test_lesion_size_grows_with_grade():
 
 def test_examples_gallery(tmp_path):
     entries = synth.write_examples(tmp_path, per_modality=2, seed=0)
-    assert len(entries) == 2 * len(synth.MODALITIES)
-    assert {e["modality"] for e in entries} == set(synth.MODALITIES)
+    assert len(entries) == 2 * len(MODALITIES)
+    assert {e["modality"] for e in entries} == set(MODALITIES)
     assert json.loads((tmp_path / "examples.json").read_text()) == entries
     for e in entries:
         assert (tmp_path / e["file"]).is_file() and (tmp_path / e["png"]).is_file()
