@@ -13,6 +13,11 @@ Both parts launch the real `python app.py` on a tiny untrained policy on a free 
    (target <= 1.10). Steadier on a busy machine: end to end over the engine time the server
    measured inside the same request. Token counts are forced equal with `--exact-length`.
    `gradio_client` polls its message queue every 50 ms, which shows in its figures.
+   Serving adds a fixed cost per request (tens of milliseconds), so the ratio depends on how long
+   generation takes: the tiny policy answers 256 tokens in well under a second, far faster than
+   Med-R1-2B on a GPU (seconds). The overhead part therefore runs on a `--overhead-policy small`
+   random checkpoint (~20 M parameters, seconds per answer on CPU) by default; `tiny` shows the
+   worst case.
 """
 
 import argparse
@@ -30,6 +35,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 QUESTION = "Which imaging modality is used?"
+# Sizes for the tiny factory: "small" makes generation take seconds, like a real policy does.
+OVERHEAD_POLICIES = {
+    "tiny": {},
+    "small": {
+        "text_hidden": 512,
+        "text_layers": 6,
+        "heads": 8,
+        "kv_heads": 4,
+        "intermediate": 1536,
+    },
+}
 OPTIONS = ["CT", "MRI", "X-Ray", "Ultrasound"]
 
 
@@ -249,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--overhead-policy", choices=sorted(OVERHEAD_POLICIES), default="small")
     parser.add_argument("--direct-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.direct_worker:
@@ -271,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
             stop(process)
 
         tokens = str(args.tokens)
+        sizes = OVERHEAD_POLICIES[args.overhead_policy]
+        if sizes:
+            checkpoint = build_tiny_checkpoint(folder / args.overhead_policy, seed=0, **sizes)
+        print(f"overhead policy: {args.overhead_policy}")
         process, url = launch(
             folder, checkpoint, "--max-new-tokens", tokens, "--max-new-tokens-no-thinking", tokens,
             "--exact-length",
