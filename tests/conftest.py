@@ -4,9 +4,22 @@ Run the suite with `.venv/bin/python -m pytest`. Checkpoints come from `medr1_de
 0.2 M parameters, built in well under a second), so nothing is downloaded.
 """
 
+from pathlib import Path
+
 import pytest
 
 from medr1_demo.tiny import build_tiny_checkpoint
+
+# Real Med-R1 split records, in the shared folder that sits beside the repository in CI.
+MEDR1_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "omnimed_sample.json"
+
+
+@pytest.fixture(scope="session")
+def medr1_sample() -> Path:
+    """The 30 real Med-R1 records (`shared/reference/omnimed_sample.json`); skips when absent."""
+    if not MEDR1_SAMPLE.exists():
+        pytest.skip(f"the Med-R1 sample records are not at {MEDR1_SAMPLE}")
+    return MEDR1_SAMPLE
 
 
 @pytest.fixture(scope="session")

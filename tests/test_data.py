@@ -14,8 +14,6 @@ from medr1_demo import protocol
 from trainer import data, sources, validate
 from trainer.arguments import ScriptArguments
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "omnimed_sample.json"
-
 
 def write_png(path: Path, shade: int = 90, size: int = 40) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,14 +128,16 @@ def test_training_stops_before_loading_a_model(planted, capsys):
     assert not (planted.parent / "run").exists()
 
 
-def test_medr1_sample_parses_and_absent_images_are_reported(tmp_path):
+def test_medr1_sample_parses_and_absent_images_are_reported(tmp_path, medr1_sample):
     # The reference sample comes from the CT test split; named like it, the modality is inferred.
     split_file = tmp_path / "CT(Computed Tomography)_test.json"
-    split_file.write_text(SAMPLE.read_text())
+    split_file.write_text(medr1_sample.read_text())
     records, problems, _ = sources.read_records([str(split_file)], str(tmp_path / "OmniMedVQA"))
     assert problems == [] and len(records) == 30
     assert all(r.n_options >= 2 and r.letter in "ABCD" and r.modality == "CT" for r in records)
-    assert records[0].question == json.loads(SAMPLE.read_text())[0]["problem"]  # kept verbatim
+    assert (
+        records[0].question == json.loads(medr1_sample.read_text())[0]["problem"]
+    )  # kept verbatim
     found = data.validate(records, progress=False)
     assert len(found) == 30 and all("image not found" in str(p) for p in found)
 

@@ -4,7 +4,6 @@ Run: `.venv/bin/python -m pytest tests/test_protocol.py -q`
 """
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -24,8 +23,6 @@ from medr1_demo.protocol import (
     solution_letter,
     split_question,
 )
-
-SAMPLE = Path(__file__).resolve().parents[2] / "shared/reference/omnimed_sample.json"
 
 # (completion, mode, n_options, letter, rationale, format_ok, problem fragment or None)
 PARSE_CASES = [
@@ -211,10 +208,8 @@ def test_prompts_and_messages_follow_medr1():
         build_prompt(question, "fast")
 
 
-def test_real_records_round_trip():
-    if not SAMPLE.exists():
-        pytest.skip(f"the Med-R1 sample records are not at {SAMPLE}")
-    records = json.loads(SAMPLE.read_text(encoding="utf-8"))
+def test_real_records_round_trip(medr1_sample):
+    records = json.loads(medr1_sample.read_text(encoding="utf-8"))
     assert len(records) >= 10
     for record in records:
         question, options = split_question(record["problem"])
