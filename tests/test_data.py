@@ -277,6 +277,24 @@ def test_rows_follow_the_protocol_and_load_images_lazily(tmp_path):
     assert plain[0]["completion"][0]["content"] == "<answer>B</answer>"
 
 
+def test_both_modes_give_one_row_per_template(tmp_path):
+    write_png(tmp_path / "Images" / "a.png", size=40)
+    rows = [dict(medr1("Images/a.png", "Which organ?", ["Liver", "Lung"], "A"), rationale="Liver.")]
+    file = tmp_path / "train.json"
+    file.write_text(json.dumps(rows))
+    prepared = data.prepare_data(args([file], mode=data.BOTH), sft=True, progress=False)
+    dataset = data.build_dataset(prepared.train, data.BOTH, image_size=32, sft=True)
+    assert len(dataset) == 2 and "mode" in dataset.column_names
+    thinking, plain = dataset[0], dataset[1]
+    assert (thinking["mode"], plain["mode"]) == (protocol.THINKING, protocol.NO_THINKING)
+    assert thinking["prompt"] == protocol.build_messages(rows[0]["problem"], protocol.THINKING)
+    assert plain["prompt"] == protocol.build_messages(rows[0]["problem"], protocol.NO_THINKING)
+    assert thinking["completion"][0]["content"] == "<think>Liver.</think>\n<answer>A</answer>"
+    assert plain["completion"][0]["content"] == "<answer>A</answer>"
+    with pytest.raises(ValueError, match="mode must be one of"):
+        data.build_dataset(prepared.train, "fast")
+
+
 def test_no_data_is_a_clear_error(tmp_path):
     with pytest.raises(data.DataError, match="no training data"):
         data.prepare_data(ScriptArguments(), progress=False)

@@ -100,6 +100,18 @@ def test_format_follows_mode():
     assert names == ["accuracy_reward", "format_thinking_reward"]
 
 
+def test_both_modes_check_each_row_against_its_own_mode():
+    assert rewards.resolve_reward("format", "both") is rewards.format_reward
+    thinking = "<think>Dense bone.</think>\n<answer>C</answer>"
+    plain = "<answer>C</answer>"
+    out = rewards.format_reward(
+        [as_messages(thinking), as_messages(plain), as_messages(thinking), as_messages(plain)],
+        solution=[TRUTH] * 4,
+        mode=[THINKING, NO_THINKING, NO_THINKING, THINKING],
+    )
+    assert out == [1.0, 1.0, 0.0, 0.0]
+
+
 def test_import_path_and_unknown_names():
     assert (
         rewards.resolve_reward("trainer.rewards:accuracy_reward", THINKING)

@@ -2,12 +2,14 @@
 
 TRL's `TrlParser((ScriptArguments, GRPOConfig | SFTConfig, ModelConfig))` reads them from a recipe
 (`--config configs/<model>/<method>/config_<variant>.yaml`) and lets command-line flags override
-it, e.g. `--mode no-thinking --data_files a.json b.json --max_samples 64`.
+it, e.g. `--mode no-thinking --data_files a.json b.json --max_samples 64`. `--mode both` trains
+one policy on both Med-R1 templates (the bundled demo policy answers in both modes).
 """
 
 from dataclasses import dataclass, field
 
-from medr1_demo.protocol import MODES, NO_THINKING
+from medr1_demo.protocol import NO_THINKING
+from trainer.data import TRAINING_MODES
 
 SPLITS = ("train", "test", "all")
 IMAGE_CHECKS = ("quick", "full")
@@ -37,8 +39,9 @@ class ScriptArguments:
     mode: str = field(
         default=NO_THINKING,
         metadata={
-            "help": "Prompt and format: 'thinking' or 'no-thinking'.",
-            "choices": list(MODES),
+            "help": "Prompt and format: 'thinking', 'no-thinking', or 'both' (each record gives "
+            "one row per mode; 'format' then checks each completion against its own row's mode).",
+            "choices": list(TRAINING_MODES),
         },
     )
     reward_funcs: list[str] = field(
@@ -115,8 +118,8 @@ class ScriptArguments:
     )
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
+        if self.mode not in TRAINING_MODES:
+            raise ValueError(f"mode must be one of {TRAINING_MODES}, not {self.mode!r}")
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {self.split!r}")
         if self.image_check not in IMAGE_CHECKS:

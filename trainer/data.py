@@ -16,7 +16,9 @@ listing each bad one as `file:index: reason` unless `skip_invalid` is set. The c
 `build_dataset(records, mode, image_size)` returns a `datasets.Dataset` of light columns (paths and
 strings) with a transform that opens and resizes the image only when a row is read, so no image is
 held in memory. Rows follow the shared protocol: `prompt` (conversational, `build_messages`),
-`image` (one RGB PIL image), `solution`, `modality`, `question_type`, and for SFT `completion`.
+`image` (one RGB PIL image), `solution`, `modality`, `question_type`, `mode` (the row's prompt
+mode; GRPO passes it to the rewards) and for SFT `completion`. With `mode="both"` every record
+gives two rows, one per Med-R1 template, so one policy learns to answer in both modes.
 
     python -m trainer validate --data_files Splits/modality/train --image_root OmniMedVQA
 """
@@ -38,6 +40,19 @@ from trainer.sources import (
     canonical_question_type,
     read_records,
 )
+
+# Train one policy on both templates: each record gives a thinking and a no-thinking row.
+BOTH = "both"
+TRAINING_MODES = (*protocol.MODES, BOTH)
+
+
+def row_modes(mode: str) -> tuple[str, ...]:
+    """The prompt modes of the rows a record gives: ('thinking',), ('no-thinking',) or both."""
+    if mode == BOTH:
+        return protocol.MODES
+    if mode not in protocol.MODES:
+        raise ValueError(f"mode must be one of {TRAINING_MODES}, not {mode!r}")
+    return (mode,)
 
 
 class DataError(ValueError):
@@ -250,7 +265,7 @@ def prepare_data(args, *, sft: bool = False, progress: bool = True) -> PreparedD
         problems += eval_problems
     for part in filter(None, (train, evaluation)):  # duplicates are looked for within each part
         problems += validate(part, args.image_check, args.check_workers, progress)
-        if sft and args.mode == protocol.THINKING:
+        if sft and protocol.THINKING in row_modes(args.mode):
             problems += with_rationale_target(part)
     problems = sort_problems(problems)
     if problems and not args.skip_invalid:
@@ -289,6 +304,7 @@ class RowBuilder:
     """The dataset transform: light columns in, protocol rows (with the opened image) out.
 
     A picklable class rather than a closure so data-loader worker processes can receive it.
+    `mode` is the single mode of every row, unless the stored `mode` column gives each row's own.
     """
 
     mode: str
@@ -296,12 +312,16 @@ class RowBuilder:
     sft: bool = False
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        modes = batch.get("mode") or [self.mode] * len(batch["question"])
         rows = {
-            "prompt": [protocol.build_messages(q, self.mode) for q in batch["question"]],
+            "prompt": [
+                protocol.build_messages(q, m) for q, m in zip(batch["question"], modes, strict=True)
+            ],
             "image": [open_image(path, self.image_size) for path in batch["image_path"]],
             "solution": list(batch["solution"]),
             "modality": list(batch["modality"]),
             "question_type": list(batch["question_type"]),
+            "mode": list(modes),
         }
         if self.sft:
             rows["completion"] = [[{"role": "assistant", "content": t}] for t in batch["target"]]
@@ -309,19 +329,25 @@ class RowBuilder:
 
 
 def build_dataset(records: list[Record], mode: str, image_size: int = 384, *, sft: bool = False):
-    """A lazily decoded `datasets.Dataset` of TRL rows for `records`."""
+    """A lazily decoded `datasets.Dataset` of TRL rows for `records`.
+
+    `mode="both"` gives two rows per record (thinking, then no-thinking) and stores each row's
+    mode in a `mode` column; a single mode stores no such column (every row has that mode).
+    """
     import datasets
 
-    if mode not in protocol.MODES:
-        raise ValueError(f"mode must be one of {protocol.MODES}, not {mode!r}")
+    modes = row_modes(mode)
+    pairs = [(r, m) for r in records for m in modes]
     columns = {
-        "image_path": [r.image for r in records],
-        "question": [r.question for r in records],
-        "solution": [r.solution for r in records],
-        "modality": [r.modality for r in records],
-        "question_type": [r.question_type for r in records],
+        "image_path": [r.image for r, _ in pairs],
+        "question": [r.question for r, _ in pairs],
+        "solution": [r.solution for r, _ in pairs],
+        "modality": [r.modality for r, _ in pairs],
+        "question_type": [r.question_type for r, _ in pairs],
     }
+    if len(modes) > 1:
+        columns["mode"] = [m for _, m in pairs]
     if sft:
-        columns["target"] = [sft_target(r, mode) for r in records]
+        columns["target"] = [sft_target(r, m) for r, m in pairs]
     dataset = datasets.Dataset.from_dict(columns)
-    return dataset.with_transform(RowBuilder(mode, image_size, sft))
+    return dataset.with_transform(RowBuilder(modes[0], image_size, sft))

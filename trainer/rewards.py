@@ -7,6 +7,10 @@ Each reward is a plain function `(completions, solution, **kwargs) -> list[float
 - accuracy: `protocol.medr1_answer_text(completion) == protocol.solution_letter(solution)`;
 - format: `protocol.has_mode_format(completion, mode)` (the whole completion must match).
 
+When one run trains both modes (`mode: both`), each dataset row carries its own `mode`, which TRL
+passes to every reward as a keyword argument; `format` then resolves to `format_reward`, which
+checks each completion against its own row's mode.
+
 TRL logs each function under its `__name__` (`rewards/accuracy_reward/mean`, ...), and the recipe
 weighs them with `reward_weights` (same order as `reward_funcs`). Choose them by registry name:
 
@@ -21,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from medr1_demo import protocol
+from trainer.data import BOTH, TRAINING_MODES
 
 RewardFunc = Callable[..., list[float]]
 Completion = str | list[dict[str, Any]]
@@ -77,21 +82,40 @@ def format_no_thinking_reward(completions: list[Completion], **kwargs) -> list[f
     ]
 
 
+def format_reward(completions: list[Completion], mode: list[str], **kwargs) -> list[float]:
+    """Med-R1's format reward of each row's own mode (the `mode` column of a `mode: both` run).
+
+    >>> format_reward(
+    ...     ["<think>a CT slice</think> <answer>C</answer>", "<think>a CT slice</think> <answer>C</answer>"],
+    ...     mode=["thinking", "no-thinking"],
+    ... )
+    [1.0, 0.0]
+    """
+    return [
+        float(protocol.has_mode_format(completion_text(c), m))
+        for c, m in zip(completions, mode, strict=True)
+    ]
+
+
 REWARDS: dict[str, RewardFunc] = {
     "accuracy": accuracy_reward,
     "format_thinking": format_thinking_reward,
     "format_no_thinking": format_no_thinking_reward,
 }
-# "format" means the format reward of the mode being trained.
+# "format" means the format reward of the mode being trained; when both modes are trained, the
+# per-row reward, which needs the `mode` column (so it is not a registry entry of its own).
 FORMAT_BY_MODE = {protocol.THINKING: "format_thinking", protocol.NO_THINKING: "format_no_thinking"}
 MODE_DEPENDENT = {"format": FORMAT_BY_MODE}
+PER_ROW = {"format": format_reward}
 
 
 def resolve_reward(name: str, mode: str) -> RewardFunc:
     """One reward by registry name (`accuracy`, `format`, `format_thinking`, ...) or `module:function`."""
     if name in MODE_DEPENDENT:
-        if mode not in protocol.MODES:
-            raise ValueError(f"mode must be one of {protocol.MODES}, not {mode!r}")
+        if mode not in TRAINING_MODES:
+            raise ValueError(f"mode must be one of {TRAINING_MODES}, not {mode!r}")
+        if mode == BOTH:
+            return PER_ROW[name]
         name = MODE_DEPENDENT[name][mode]
     if name in REWARDS:
         return REWARDS[name]
