@@ -20,6 +20,7 @@ from transformers import TrainerCallback
 from medr1_demo import protocol
 from trainer import grpo, sft
 from trainer.arguments import parse_recipe
+from trainer.data import TRAINING_MODES
 from trainer.rewards import resolve_rewards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +28,7 @@ RECIPES = sorted(
     p for p in (ROOT / "configs").rglob("*.yaml") if "/grpo/" in str(p) or "/sft/" in str(p)
 )
 RECIPES += sorted((ROOT / "configs" / "tiny").glob("*.yaml"))
+RECIPES += [ROOT / "configs" / "demo" / "sft.yaml", ROOT / "configs" / "demo" / "grpo.yaml"]
 ACCELERATE = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
 MEDR1_RECIPES = {
     "qwen2-vl-2b/grpo/config_thinking.yaml": protocol.THINKING,
@@ -53,7 +55,7 @@ def parse(recipe: Path, *flags: str):
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_every_recipe_parses(recipe):
     script_args, training_args, model_args = parse(recipe)
-    assert script_args.mode in protocol.MODES
+    assert script_args.mode in TRAINING_MODES
     assert training_args.output_dir.startswith("runs/")
     if config_class(recipe).__name__ == "GRPOConfig":
         funcs = resolve_rewards(script_args.reward_funcs, script_args.mode)

@@ -30,6 +30,7 @@ COMMANDS = {
         "check a dataset's records before training (file:index: reason)",
     ),
     "merge": ("trainer.merge", "merge a LoRA adapter into full weights the app can serve"),
+    "demo": ("trainer.demo", "rebuild the bundled demo policy on CPU: synth, SFT, GRPO, eval"),
 }
 
 
