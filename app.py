@@ -34,6 +34,11 @@ UNTRAINED_NOTICE = (
     "This page serves an untrained tiny policy (random weights): its answers are noise. "
     "Start the app with --model (or MEDR1_MODEL) to serve a trained Med-R1 checkpoint."
 )
+DEMO_NOTICE = (
+    "This page serves the bundled demo policy, a small model trained on synthetic phantoms: it "
+    "answers phantom scans like the examples, and real scans meaninglessly. Start the app with "
+    "--model (or MEDR1_MODEL) to serve a Med-R1 checkpoint."
+)
 logger = logging.getLogger("medr1_demo.app")
 
 
@@ -59,11 +64,11 @@ def untrained_policy(cache: Path = CACHE) -> Path:
 
 
 def choose_model(model: ModelConfig) -> tuple[ModelConfig, str | None]:
-    """The configured model, else the bundled demo policy, else an untrained tiny one + notice."""
+    """The configured model, else the bundled demo policy, else an untrained tiny one; + notice."""
     if model.model or model.adapter:
         return model, None
     if (DEMO_POLICY / "config.json").exists():
-        return replace(model, model=str(DEMO_POLICY)), None
+        return replace(model, model=str(DEMO_POLICY)), DEMO_NOTICE
     return replace(model, model=str(untrained_policy())), UNTRAINED_NOTICE
 
 

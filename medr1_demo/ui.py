@@ -75,12 +75,12 @@ def load_examples(folder: Path = EXAMPLES_DIR) -> tuple[list[list[str]], list[st
 
 
 def _header(backend: Backend) -> str:
-    untrained = render.message_html(backend.notice, "warning") if backend.notice else ""
+    notice = render.message_html(backend.notice, "warning") if backend.notice else ""
     return (
         '<header class="medr1-header"><h1>Med-R1 <span>thinking vs no thinking</span></h1>'
         "<p>Upload a scan, ask a multiple-choice question, and compare the policy's answer "
         "with a step-by-step rationale against its direct answer.</p></header>"
-        f"{render.disclaimer_html()}{untrained}"
+        f"{render.disclaimer_html()}{notice}"
     )
 
 

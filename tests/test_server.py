@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -160,3 +161,33 @@ def test_basic_auth_keeps_the_page_and_api_closed(tiny_engine, ct_dicom):
         assert ask(client, ct_dicom)["ok"]
     finally:
         demo.close()
+
+
+@pytest.mark.skipif(
+    not (ROOT / "assets" / "demo-policy" / "config.json").exists(),
+    reason="assets/demo-policy is not built",
+)
+def test_with_no_settings_the_bundled_demo_policy_is_served_and_labelled(tmp_path):
+    from conftest import launch_app
+
+    server = launch_app(tmp_path)  # no --model, no MEDR1_MODEL: the app's default
+    try:
+        page = ""
+        for path in ("", "config"):  # the page, and the component values Gradio serves with it
+            with urllib.request.urlopen(server.url + path, timeout=10) as response:
+                page += response.read().decode("utf-8")
+        assert "demo policy trained on synthetic phantoms" in page
+        assert "untrained" not in page
+        case = json.loads((ROOT / "assets" / "examples" / "examples.json").read_text())[1]
+        result = Client(server.url, verbose=False).predict(
+            scan=handle_file(str(ROOT / "assets" / "examples" / case["file"])),
+            question=case["question"],
+            options=case["options"],
+            api_name="/answer",
+        )
+        assert result["ok"], result
+        for mode in MODES:
+            assert result["answers"][mode]["format_ok"], result["answers"][mode]
+        assert result["answers"]["thinking"]["rationale"]
+    finally:
+        server.stop()
