@@ -24,6 +24,15 @@ THINKING = "thinking"
 NO_THINKING = "no-thinking"
 MODES = (THINKING, NO_THINKING)
 
+# The 8 modalities and 5 question types Med-R1 reports on (OmniMedVQA's names, normalised).
+MODALITIES = (
+    "CT", "MRI", "X-Ray", "Ultrasound", "Dermoscopy", "Fundus Photography", "OCT", "Microscopy",
+)  # fmt: skip
+QUESTION_TYPES = (
+    "Modality Recognition", "Anatomy Identification", "Disease Diagnosis", "Lesion Grading",
+    "Other Biological Attributes",
+)  # fmt: skip
+
 LETTERS = "ABCDEFGH"
 MIN_OPTIONS, MAX_OPTIONS = 2, len(LETTERS)
 

@@ -24,7 +24,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from medr1_demo.protocol import LETTERS, MODES, PROMPT_TEMPLATES, format_question
+from medr1_demo import protocol
+from medr1_demo.protocol import LETTERS, MODES, PROMPT_TEMPLATES, QUESTION_TYPES, format_question
 
 # Qwen2-VL's special tokens; the tiny tokenizer gives them ids 0..7 in this order.
 SPECIAL_TOKENS = (
@@ -64,14 +65,7 @@ CHAT_TEMPLATE = (
 )
 
 # Words of the Med-R1 world, so the tokenizer learns them whole.
-MODALITIES = (
-    "CT", "MRI", "X-Ray", "Ultrasound", "Dermoscopy", "Fundus Photography", "OCT", "Microscopy",
-    "PET", "Mammogram", "Fluoroscopy", "Angiography",
-)  # fmt: skip
-QUESTION_TYPES = (
-    "Modality Recognition", "Anatomy Identification", "Disease Diagnosis", "Lesion Grading",
-    "Other Biological Attributes",
-)  # fmt: skip
+MODALITIES = (*protocol.MODALITIES, "PET", "Mammogram", "Fluoroscopy", "Angiography")
 FINDINGS = (
     "lung", "liver", "kidney", "brain", "heart", "spine", "breast", "retina", "skin", "bone",
     "abdomen", "chest", "pelvis", "knee", "normal", "tumor", "nodule", "fracture", "cyst",

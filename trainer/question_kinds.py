@@ -12,25 +12,10 @@ print(KINDS[('CT', 'Disease Diagnosis')][0].labels)"`
 
 from dataclasses import dataclass, field
 
+from medr1_demo import protocol
 from trainer.phantom_canvas import RADII
 
-MODALITIES = (
-    "CT",
-    "MRI",
-    "X-Ray",
-    "Ultrasound",
-    "Dermoscopy",
-    "Fundus Photography",
-    "OCT",
-    "Microscopy",
-)
-QUESTION_TYPES = (
-    "Modality Recognition",
-    "Anatomy Identification",
-    "Disease Diagnosis",
-    "Lesion Grading",
-    "Other Biological Attributes",
-)
+MODALITIES, QUESTION_TYPES = protocol.MODALITIES, protocol.QUESTION_TYPES
 MR, ANATOMY, DIAGNOSIS, GRADING, ATTRIBUTE = QUESTION_TYPES
 
 # Fixed 4-option panels for modality recognition: each modality keeps its letter.

@@ -36,13 +36,7 @@ MODALITY_PATTERNS = {
     "OCT": r"^oct\b|optical coherence",
     "Microscopy": r"microscop",
 }
-QUESTION_TYPES = (
-    "Modality Recognition",
-    "Anatomy Identification",
-    "Disease Diagnosis",
-    "Lesion Grading",
-    "Other Biological Attributes",
-)
+QUESTION_TYPES = protocol.QUESTION_TYPES
 _SPLIT_SUFFIX = re.compile(r"[_\- ](train|test|val)$", re.I)
 
 
