@@ -132,40 +132,33 @@ def make_base(sizes: dict, image_size: int, train_file: Path, folder: Path) -> i
 def train(kind: str, recipe: str, model: Path, data: Path, out: Path, image_size: int, flags):
     """`python -m trainer sft|grpo --config RECIPE` from `model` into `out`; its metadata."""
     from trainer import grpo, sft
-    from trainer.arguments import parse_recipe
 
-    module = sft if kind == "sft" else grpo
-    if kind == "sft":
-        from trl import SFTConfig as config_class
-    else:
-        from trl import GRPOConfig as config_class
     argv = ["--config", recipe, "--model_name_or_path", str(model), "--data_files", str(data)]
     argv += ["--output_dir", str(out), "--image_size", str(image_size), *flags]
     if out.exists():
         shutil.rmtree(out)  # a stale checkpoint-N would otherwise be resumed or mixed in
-    parsed = parse_recipe(argv, config_class, f"python -m trainer {kind}")
-    status = grpo.run(module.train, parsed, recipe, sft=kind == "sft")
+    status = (sft if kind == "sft" else grpo).main(argv)
     if status != 0:
         raise DemoError(f"{kind.upper()} stopped (exit status {status}); see the messages above")
     return json.loads((out / METADATA_FILE).read_text(encoding="utf-8"))
 
 
-def evaluate(model: Path, test_file: Path, out: Path, image_size: int, settings: dict) -> dict:
+def evaluate(
+    model: Path, test_file: Path, out: Path, image_size: int, settings: dict, modes=MODES
+) -> dict:
     """`python -m trainer eval` on the test split; per mode accuracy, format and rationale rate."""
     from trainer import evaluate as evaluator
     from trainer.results import RESULTS, read_results
 
     argv = ["--model", str(model), "--data", str(test_file), "--out", str(out), "--overwrite"]
     argv += ["--image_size", str(image_size), "--batch_size", str(settings["batch_size"])]
-    argv += ["--max_new_tokens", str(settings["max_new_tokens"])]
+    argv += ["--max_new_tokens", str(settings["max_new_tokens"]), "--modes", *modes]
     if evaluator.main(argv) != 0:
         raise DemoError(f"the evaluation of {model} failed; see the messages above")
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    results = read_results(out / RESULTS)
     figures = {}
-    for mode in MODES:
+    for mode in modes:
         overall = summary["results"][mode]["overall"]
-        rows = [r for r in results if r["mode"] == mode]
         figures[mode] = {
             "items": overall["items"],
             "accuracy": overall["accuracy"],
@@ -175,11 +168,12 @@ def evaluate(model: Path, test_file: Path, out: Path, image_size: int, settings:
                 for name, tally in summary["results"][mode]["question_type"].items()
             },
         }
-        if mode == THINKING:
-            with_rationale = sum(
-                1 for r in rows if parse_output(r["raw"], mode, r["n_options"]).rationale
-            )
-            figures[mode]["rationale"] = with_rationale / len(rows) if rows else None
+    if THINKING in modes:
+        rows = [r for r in read_results(out / RESULTS) if r["mode"] == THINKING]
+        with_rationale = sum(
+            1 for r in rows if parse_output(r["raw"], THINKING, r["n_options"]).rationale
+        )
+        figures[THINKING]["rationale"] = with_rationale / len(rows) if rows else None
     agreement = summary.get("agreement") or {}
     figures["agreement"] = agreement.get("rate")
     return figures

@@ -15,15 +15,20 @@ the same GRPO settings raise the training reward less and leave held-out accurac
 """
 
 import argparse
+import csv
 import json
 import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from trainer import demo
+
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "Modality Recognition"
 MODE = "no-thinking"
+EVAL = {"batch_size": 64, "max_new_tokens": 16}
+REWARD = "rewards/accuracy_reward/mean"
 
 
 @dataclass(frozen=True)
@@ -45,31 +50,23 @@ def task_split(folder: Path, name: str) -> Path:
     return out
 
 
-def train(kind: str, model: Path, data: Path, out: Path, image_size: int, *flags: str):
-    """`python -m trainer <kind> --config configs/tiny/<kind>.yaml ...`; the TRL trainer."""
-    from trl import GRPOConfig, SFTConfig
-
-    from trainer import grpo, sft
-    from trainer.arguments import parse_recipe
-
-    recipe = ROOT / "configs" / "tiny" / f"{kind}.yaml"
-    argv = ["--config", str(recipe), "--model_name_or_path", str(model), "--data_files", str(data)]
-    argv += ["--output_dir", str(out), "--image_size", str(image_size), "--save_strategy", "no"]
-    argv += ["--mode", MODE, *flags]
-    parsed = parse_recipe(argv, SFTConfig if kind == "sft" else GRPOConfig, "weak_start")
-    return (sft if kind == "sft" else grpo).train(*parsed, recipe=str(recipe))
+def train(kind: str, model: Path, data: Path, out: Path, image_size: int, *flags: str) -> None:
+    """`python -m trainer <kind> --config configs/tiny/<kind>.yaml ...` in no-thinking mode."""
+    recipe = str(ROOT / "configs" / "tiny" / f"{kind}.yaml")
+    demo.train(kind, recipe, model, data, out, image_size,
+               ["--mode", MODE, "--save_strategy", "no", *flags])  # fmt: skip
 
 
 def accuracy(model: Path, test: Path, out: Path, image_size: int) -> dict:
     """Held-out accuracy and format kept, greedy, as `python -m trainer eval` reports them."""
-    from trainer import evaluate
+    figures = demo.evaluate(model, test, out, image_size, EVAL, modes=(MODE,))[MODE]
+    return {k: figures[k] for k in ("items", "accuracy", "format_kept")}
 
-    argv = ["--model", str(model), "--data", str(test), "--out", str(out), "--modes", MODE]
-    argv += ["--image_size", str(image_size), "--max_new_tokens", "16", "--quiet", "--overwrite"]
-    if evaluate.main(argv) != 0:
-        raise RuntimeError(f"the evaluation of {model} failed")
-    overall = json.loads((out / "summary.json").read_text())["results"][MODE]["overall"]
-    return {k: overall[k] for k in ("items", "accuracy", "format_kept")}
+
+def accuracy_rewards(curves: Path) -> list[float]:
+    """The mean accuracy reward of every logged GRPO step, from the run's training_curves.csv."""
+    with curves.open(encoding="utf-8") as handle:
+        return [float(row[REWARD]) for row in csv.DictReader(handle) if row.get(REWARD)]
 
 
 def mean(values: list[float]) -> float:
@@ -96,15 +93,14 @@ def experiment(out: Path, settings: Settings = Settings()) -> dict:
     train("sft", base, train_file, out / "sft", size, "--max_steps", str(settings.sft_steps),
           "--learning_rate", "5e-3", "--per_device_train_batch_size", "8")  # fmt: skip
     before = accuracy(out / "sft", test_file, out / "eval-sft", size)
-    trainer = train(
+    train(
         "grpo", out / "sft", train_file, out / "grpo", size,
         "--max_steps", str(settings.grpo_steps),
         "--learning_rate", str(settings.grpo_learning_rate), "--beta", "0.0",
         "--num_generations", "8", "--per_device_train_batch_size", "32", "--logging_steps", "1",
     )  # fmt: skip
     after = accuracy(out / "grpo", test_file, out / "eval-grpo", size)
-    steps = [e for e in trainer.state.log_history if "reward" in e]
-    rewards = [e["rewards/accuracy_reward/mean"] for e in steps]
+    rewards = accuracy_rewards(out / "grpo" / "training_curves.csv")
     report = {
         "task": f"{TASK}, {MODE}, phantoms at {size} px",
         "train_questions": len(json.loads(train_file.read_text())),
