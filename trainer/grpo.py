@@ -18,15 +18,8 @@ import sys
 from medr1_demo.checkpoint import PolicyLoadError
 from trainer.arguments import parse_recipe, recipe_path
 from trainer.data import DataError, PreparedData, build_dataset, prepare_data
-from trainer.outputs import PolicyMetadataCallback, finish_run, policy_metadata
-from trainer.policy import (
-    model_init_kwargs,
-    peft_config,
-    policy_folder,
-    policy_processor,
-    quantization_config,
-    resume_target,
-)
+from trainer.outputs import finish_run, start_run
+from trainer.policy import resume_target
 from trainer.rewards import resolve_rewards
 
 
@@ -57,31 +50,15 @@ def train(
     reward_funcs = check_rewards(script_args, training_args)
     resume = resume_target(training_args)
     data = data or prepare_data(script_args, progress=training_args.process_index == 0)
-    folder = policy_folder(model_args)
-    processor = policy_processor(folder, script_args)
-    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
-    lora = peft_config(model_args)
-    metadata = policy_metadata(
-        method="grpo",
-        script_args=script_args,
-        training_args=training_args,
-        model_args=model_args,
-        data=data,
-        recipe=recipe,
-        adapter=lora is not None,
+    processor, metadata, shared = start_run(
+        "grpo", script_args, training_args, model_args, data, recipe, callbacks
     )
+    mode, size = script_args.mode, script_args.image_size
     trainer = GRPOTrainer(
-        model=str(folder),
         reward_funcs=reward_funcs,
-        args=training_args,
-        train_dataset=build_dataset(data.train, script_args.mode, script_args.image_size),
-        eval_dataset=build_dataset(data.eval, script_args.mode, script_args.image_size)
-        if data.eval
-        else None,
-        processing_class=processor,
-        peft_config=lora,
-        quantization_config=quantization_config(model_args),
-        callbacks=[PolicyMetadataCallback(metadata), *(callbacks or [])],
+        train_dataset=build_dataset(data.train, mode, size),
+        eval_dataset=build_dataset(data.eval, mode, size) if data.eval else None,
+        **shared,
     )
     result = trainer.train(resume_from_checkpoint=resume)
     finish_run(trainer, processor, metadata, result.metrics, script_args.plots)

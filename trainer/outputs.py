@@ -189,6 +189,47 @@ def write_curves(log_history: list[dict], folder) -> tuple[Path, Path | None]:
     return csv_path, png_path
 
 
+def start_run(
+    method: str, script_args, training_args, model_args, data, recipe, callbacks=None
+) -> tuple[object, dict, dict]:
+    """What SFT and GRPO set up alike: (processor, metadata, the TRL trainer's shared arguments).
+
+    The arguments: the policy folder as `model` (TRL loads it with `model_init_kwargs`), the
+    training config, the processor, LoRA and quantization settings, and the callback that writes
+    `medr1_policy.json` into every save.
+    """
+    from trainer.policy import (
+        model_init_kwargs,
+        peft_config,
+        policy_folder,
+        policy_processor,
+        quantization_config,
+    )
+
+    folder = policy_folder(model_args)
+    processor = policy_processor(folder, script_args)
+    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
+    lora = peft_config(model_args)
+    metadata = policy_metadata(
+        method=method,
+        script_args=script_args,
+        training_args=training_args,
+        model_args=model_args,
+        data=data,
+        recipe=recipe,
+        adapter=lora is not None,
+    )
+    shared = {
+        "model": str(folder),
+        "args": training_args,
+        "processing_class": processor,
+        "peft_config": lora,
+        "quantization_config": quantization_config(model_args),
+        "callbacks": [PolicyMetadataCallback(metadata), *(callbacks or [])],
+    }
+    return processor, metadata, shared
+
+
 def finish_run(trainer, processor, metadata: dict, train_metrics: dict, plots: bool = True) -> Path:
     """Save the final model/adapter + processor + metadata (+ curves) into output_dir."""
     out = Path(trainer.args.output_dir)

@@ -15,15 +15,8 @@ import sys
 from trainer.arguments import parse_recipe, recipe_path
 from trainer.data import PreparedData, build_dataset, prepare_data
 from trainer.grpo import run
-from trainer.outputs import PolicyMetadataCallback, finish_run, policy_metadata
-from trainer.policy import (
-    model_init_kwargs,
-    peft_config,
-    policy_folder,
-    policy_processor,
-    quantization_config,
-    resume_target,
-)
+from trainer.outputs import finish_run, start_run
+from trainer.policy import resume_target
 
 
 def train(
@@ -40,34 +33,16 @@ def train(
 
     resume = resume_target(training_args)
     data = data or prepare_data(script_args, sft=True, progress=training_args.process_index == 0)
-    folder = policy_folder(model_args)
-    processor = policy_processor(folder, script_args)
-    init_kwargs = model_init_kwargs(model_args, training_args)
-    quantization = quantization_config(model_args)
-    if quantization is not None:
-        init_kwargs["quantization_config"] = quantization
-    training_args.model_init_kwargs = init_kwargs
     # Rows are built on access from light columns; dropping "unused" columns would break that.
     training_args.remove_unused_columns = False
-    lora = peft_config(model_args)
-    metadata = policy_metadata(
-        method="sft",
-        script_args=script_args,
-        training_args=training_args,
-        model_args=model_args,
-        data=data,
-        recipe=recipe,
-        adapter=lora is not None,
+    processor, metadata, shared = start_run(
+        "sft", script_args, training_args, model_args, data, recipe, callbacks
     )
     mode, size = script_args.mode, script_args.image_size
     trainer = SFTTrainer(
-        model=str(folder),
-        args=training_args,
         train_dataset=build_dataset(data.train, mode, size, sft=True),
         eval_dataset=build_dataset(data.eval, mode, size, sft=True) if data.eval else None,
-        processing_class=processor,
-        peft_config=lora,
-        callbacks=[PolicyMetadataCallback(metadata), *(callbacks or [])],
+        **shared,
     )
     result = trainer.train(resume_from_checkpoint=resume)
     finish_run(trainer, processor, metadata, result.metrics, script_args.plots)
