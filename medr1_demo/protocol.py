@@ -187,7 +187,3 @@ def parse_output(text: str, mode: str, n_options: int) -> ParsedAnswer:
         problem = f"The model answered {letter}, which is not one of the options ({valid})."
         return ParsedAnswer(None, rationale or None, format_ok, problem)
     return ParsedAnswer(letter, rationale or None, format_ok)
-
-
-def letter_index(letter: str) -> int:
-    return LETTERS.index(letter)
