@@ -3,15 +3,18 @@
     engine = PolicyEngine.load("yuxianglai117/Med-R1", subfolder="VQA_CT")  # or a local folder
     answers = engine.answer(image, "Which organ is shown?", ["Liver", "Kidney"])
     for partial in engine.stream(image, question, options): ...  # dict: mode -> ModeAnswer
+    for finished in engine.complete_many(requests, batch_size=64): ...  # many questions
 
 Run `python -m medr1_demo.engine MODEL IMAGE "question" "A" "B" ...` to answer one question.
 """
 
 import dataclasses
+import itertools
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -19,7 +22,7 @@ from PIL import Image
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from medr1_demo import checkpoint
+from medr1_demo import checkpoint, continuous
 from medr1_demo.answers import GenerationSettings, ModeAnswer, ModelInfo
 from medr1_demo.protocol import (
     LETTERS,
@@ -37,17 +40,34 @@ class GenerationError(RuntimeError):
 
 
 class RowLimits(StoppingCriteria):
-    """Stops each row at its own token limit, so short rows free the batch as they finish."""
+    """Stops each row at its own token limit, so short rows free the batch as they finish.
 
-    def __init__(self, prompt_length: int, limits: list[int], cancel: threading.Event):
-        self.prompt_length, self.cancel = prompt_length, cancel
+    `starts` is the column where the completions begin: one for the batch, or one per row.
+    """
+
+    def __init__(self, starts: int | torch.Tensor, limits: list[int], cancel: threading.Event):
+        self.starts, self.cancel = starts, cancel
         self.limits = torch.tensor(limits)
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
         if self.cancel.is_set():  # the consumer went away: end the whole batch now
             return torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        generated = input_ids.shape[1] - self.prompt_length
+        generated = input_ids.shape[1] - torch.as_tensor(self.starts).cpu()
         return (generated >= self.limits).to(input_ids.device)
+
+
+@contextmanager
+def generation_errors():
+    """Turns what `generate` raises into GenerationError with a plain-words reason."""
+    try:
+        yield
+    except torch.OutOfMemoryError as error:
+        raise GenerationError(
+            "The GPU ran out of memory while answering; try fewer new tokens, a smaller batch or a "
+            "smaller image."
+        ) from error
+    except (RuntimeError, ValueError, IndexError) as error:
+        raise GenerationError(f"Generation failed: {error}") from error
 
 
 class BatchStreamer(BaseStreamer):
@@ -183,7 +203,8 @@ class PolicyEngine:
             ) from error
         return batch.to(self.model.device)
 
-    def _generation_config(self, settings: GenerationSettings, limits: list[int]):
+    def generation_config(self, settings: GenerationSettings, limits: list[int]):
+        """`generate`'s settings for a batch whose rows stop at `limits` (the longest decides)."""
         config = GenerationConfig.from_dict(self.model.generation_config.to_dict())
         sampling = (
             {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
@@ -206,39 +227,30 @@ class PolicyEngine:
         prompt_length = batch["input_ids"].shape[1]
         if settings.do_sample and settings.seed is not None:
             torch.manual_seed(settings.seed)
-        try:
-            with torch.inference_mode():
-                output = self.model.generate(
-                    **batch,
-                    generation_config=self._generation_config(settings, limits),
-                    stopping_criteria=StoppingCriteriaList(
-                        [RowLimits(prompt_length, limits, cancel)]
-                    ),
-                    streamer=streamer,
-                )
-        except torch.OutOfMemoryError as error:
-            raise GenerationError(
-                "The GPU ran out of memory while answering; try fewer new tokens or a smaller image."
-            ) from error
-        except (RuntimeError, ValueError, IndexError) as error:
-            raise GenerationError(f"Generation failed: {error}") from error
+        with generation_errors(), torch.inference_mode():
+            output = self.model.generate(
+                **batch,
+                generation_config=self.generation_config(settings, limits),
+                stopping_criteria=StoppingCriteriaList([RowLimits(prompt_length, limits, cancel)]),
+                streamer=streamer,
+            )
         elapsed = time.perf_counter() - start
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
         results = []
         for row, limit in enumerate(limits):
-            tokens = self._until_stop(sequences[row, prompt_length:].tolist(), limit)
+            tokens = self.until_stop(sequences[row, prompt_length:].tolist(), limit)
             seconds = streamer.finished[row] if streamer.finished[row] is not None else elapsed
-            results.append((self._decode(tokens), len(tokens), seconds))
+            results.append((self.decode(tokens), len(tokens), seconds))
         return results
 
-    def _until_stop(self, tokens: list[int], limit: int) -> list[int]:
+    def until_stop(self, tokens: list[int], limit: int) -> list[int]:
         """A row's generated tokens up to and including its first stop token, at most `limit`."""
         for index, token in enumerate(tokens[:limit]):
             if token in self.stop_ids:
                 return tokens[: index + 1]
         return tokens[:limit]
 
-    def _decode(self, tokens: list[int]) -> str:
+    def decode(self, tokens: list[int]) -> str:
         return self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
 
     def _generate(self, images, prompts, limits, settings) -> list[tuple[str, int, float]]:
@@ -264,6 +276,38 @@ class PolicyEngine:
             raise ValueError("max_new_tokens needs one positive limit per prompt.")
         rows = self._generate(images, prompts, limits, settings or GenerationSettings())
         return [(text, tokens) for text, tokens, _ in rows]
+
+    def complete_many(
+        self,
+        requests: Iterable[tuple[Image.Image, str, int]],
+        *,
+        batch_size: int = 64,
+        settings: GenerationSettings | None = None,
+        continuous_batching: bool = True,
+    ) -> Iterator[list[tuple[int, str, int]]]:
+        """Answer many (image, `build_prompt` text, token limit) requests, read lazily.
+
+        Yields lists of (request index, text, tokens) as rows finish, in no fixed order. With
+        `continuous_batching` (and a model `continuous.supported`), finished rows leave the batch
+        and waiting requests take their places (see `medr1_demo.continuous`); otherwise requests
+        go in fixed batches, each running until its longest row ends.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1.")
+        settings = settings or GenerationSettings()
+        with self._lock:
+            if continuous_batching and continuous.supported(self.model):
+                yield from continuous.complete(self, requests, batch_size, settings)
+                return
+            numbered = enumerate(requests)
+            while chunk := list(itertools.islice(numbered, batch_size)):
+                indices, rows = zip(*chunk, strict=True)
+                images, prompts, limits = zip(*rows, strict=True)
+                streamer = BatchStreamer(list(limits), self.stop_ids, time.perf_counter())
+                outputs = self._run(
+                    images, prompts, list(limits), settings, streamer, threading.Event()
+                )
+                yield [(i, text, n) for i, (text, n, _) in zip(indices, outputs, strict=True)]
 
     # ------------------------------------------------------------------------------- questions
 
@@ -379,9 +423,9 @@ class PolicyEngine:
         answers = {}
         for row, mode in enumerate(modes):
             done = finished[row] is not None
-            kept = self._until_stop(tokens[row], len(tokens[row]))
+            kept = self.until_stop(tokens[row], len(tokens[row]))
             # A partial multi-byte character decodes to U+FFFD; it completes on a later step.
-            text = self._decode(kept) if done else self._decode(kept).rstrip("\ufffd")
+            text = self.decode(kept) if done else self.decode(kept).rstrip("\ufffd")
             seconds = finished[row] if done else now
             answers[mode] = self._mode_answer(mode, text, len(kept), seconds, options, done)
         return answers
