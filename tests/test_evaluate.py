@@ -88,21 +88,26 @@ def share_of_a(path: Path) -> float:
 
 
 class CountingEngine:
-    """A real engine that counts the rows it is asked for, and can stop after some batches."""
+    """A real engine that records the prompts it is asked, and can stop after some answers."""
 
     def __init__(self, engine, stop_after: int | None = None):
         self.engine, self.stop_after = engine, stop_after
-        self.rows, self.batches = 0, []
+        self.prompts, self.answered = [], 0
 
     def __getattr__(self, name):  # processor, info, ... of the real engine
         return getattr(self.engine, name)
 
-    def complete(self, images, prompts, **kwargs):
-        if self.stop_after is not None and len(self.batches) == self.stop_after:
-            raise KeyboardInterrupt  # as if the run were killed here
-        self.batches.append(list(prompts))
-        self.rows += len(prompts)
-        return self.engine.complete(images, prompts, **kwargs)
+    def complete_many(self, requests, **kwargs):
+        def recorded():
+            for image, prompt, limit in requests:
+                self.prompts.append(prompt)
+                yield image, prompt, limit
+
+        for finished in self.engine.complete_many(recorded(), **kwargs):
+            if self.stop_after is not None and self.answered >= self.stop_after:
+                raise KeyboardInterrupt  # as if the run were killed here
+            self.answered += len(finished)
+            yield finished
 
 
 # ---------------------------------------------------------------------------------- scoring
@@ -234,22 +239,24 @@ def test_resume_asks_only_for_what_is_left(tiny_engine, phantoms, tmp_path):
     settings = evaluate.Settings(batch_size=4, max_new_tokens=3, progress=False)
     run = {"model": "tiny", "max_new_tokens": 3, "image_size": 384}
     folder = tmp_path / "run"
-    stopped = CountingEngine(tiny_engine, stop_after=2)
+    stopped = CountingEngine(tiny_engine, stop_after=8)
     with pytest.raises(KeyboardInterrupt):
         evaluate.evaluate(items, folder, lambda: stopped, settings, run)
-    assert len(read_results(folder / RESULTS)) == 8  # two batches of 4 were kept
+    kept = len(read_results(folder / RESULTS))
+    assert kept == stopped.answered >= 8  # every answer given was kept
     with open(folder / RESULTS, "a") as handle:
         handle.write('{"id": "CT_test.json:0", "mo')  # a line torn by the interruption
 
     again = CountingEngine(tiny_engine)
     results, _ = evaluate.evaluate(items, folder, lambda: again, settings, run)
     total = 2 * len(items)
-    assert again.rows == total - 8
+    assert len(again.prompts) == again.answered == total - kept
     pairs = [(r["id"], r["mode"]) for r in results]
     assert len(pairs) == len(set(pairs)) == total
     assert (folder / RESULTS).read_text().endswith("}\n")
-    # One mode per batch, except where the first mode's rows run out.
-    assert sum(1 for b in again.batches if len({"Think through" in p for p in b}) > 1) <= 1
+    # Rows are asked one mode after the other.
+    thinking = ["Think through" in p for p in again.prompts]
+    assert thinking == sorted(thinking, reverse=True)
 
     def no_model():
         raise AssertionError("a finished run must not load the model")
@@ -337,8 +344,6 @@ def test_bad_input_is_a_message_not_a_crash(tmp_path, capsys):
 def test_engine_wrapper_is_a_real_engine(tiny_engine):
     """The counting wrapper passes calls through unchanged (the resume test relies on it)."""
     engine = CountingEngine(tiny_engine)
-    image = Image.new("RGB", (32, 32))
-    assert engine.complete([image], ["Q? A)x, B)y"], max_new_tokens=2) == tiny_engine.complete(
-        [image], ["Q? A)x, B)y"], max_new_tokens=2
-    )
-    assert isinstance(engine.engine, PolicyEngine) and engine.rows == 1
+    request = [(Image.new("RGB", (32, 32)), "Q? A)x, B)y", 2)]
+    assert list(engine.complete_many(request)) == list(tiny_engine.complete_many(request))
+    assert isinstance(engine.engine, PolicyEngine) and engine.prompts == ["Q? A)x, B)y"]

@@ -5,14 +5,15 @@
     python -m trainer eval --model outputs/grpo-demo --data data/phantoms/test.json --limit 50
 
 Every (item, mode) row is asked through the shared engine and protocol (greedy, 256 new tokens by
-default) and scored with `trainer.scores`. Both modes run in one pass over the data. Rows are
-ordered for throughput: by mode first (a batch of one mode ends when its longest row ends; a
-short no-thinking answer waiting in a batch of long thinking rows is wasted work), then longest
-prompt first (little padding per batch, and an out-of-memory error shows on the first batch).
-Images of the next batch are read while the current one generates.
+default) and scored with `trainer.scores`. Both modes run in one pass over the data, with
+continuous batching (`medr1_demo.continuous`): a finished answer leaves the batch and the next
+row takes its place, so one long rationale does not hold 63 finished rows. Rows are asked by
+mode, longest prompt first (little padding when rows join, and an out-of-memory error shows at
+the start). Images are read a batch ahead while the model generates. `--plain_batches` runs
+fixed batches instead, each until its longest row ends, as Med-R1's scripts do.
 
 Output folder:
-    results.jsonl   one line per (item, mode), written and flushed batch by batch; a rerun of
+    results.jsonl   one line per (item, mode), written and flushed as rows finish; a rerun of
                     the same command skips the rows already there (a torn last line is dropped)
     run.json        the model and settings the results were made with (a rerun must match)
     summary.json / summary.csv   accuracy per test file, modality, question type, overall (also
@@ -55,6 +56,7 @@ class Settings:
     max_new_tokens: int = 256
     image_size: int = 384
     progress: bool = True
+    continuous_batching: bool = True
 
 
 @dataclass(frozen=True)
@@ -204,37 +206,49 @@ def result_line(row: Row, text: str, tokens: int) -> dict:
     }
 
 
-def run_rows(engine, rows: list[Row], settings: Settings, writer) -> list[Problem]:
-    """Generate and score `rows` batch by batch; the records whose image could not be used."""
-    from tqdm.auto import tqdm
+def requests(rows: list[Row], settings: Settings, problems: dict[str, Problem]):
+    """(image, prompt, limit) per row whose image reads, in order; images read a batch ahead.
 
+    A row whose image cannot be used is recorded in `problems` and skipped; yields (row, request).
+    """
     size = settings.batch_size
     chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
-    problems: dict[str, Problem] = {}
-    bar = tqdm(total=len(rows), desc="eval", unit="answer", disable=not settings.progress)
-    with bar, ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(load_images, chunks[0], settings.image_size) if chunks else None
         for k, chunk in enumerate(chunks):
             images = pending.result()
             if k + 1 < len(chunks):  # read the next batch's images while this one generates
                 pending = pool.submit(load_images, chunks[k + 1], settings.image_size)
-            usable = []
             for row, image in zip(chunk, images, strict=True):
                 if isinstance(image, str):
                     record = row.item.record
                     problems[row.item.id] = Problem(record.source, record.index, image)
                 else:
-                    usable.append((row, image))
-            if usable:
-                outputs = engine.complete(
-                    [image for _, image in usable],
-                    [row.prompt for row, _ in usable],
-                    max_new_tokens=settings.max_new_tokens,
-                )
-                writer.write(
-                    [result_line(r, t, n) for (r, _), (t, n) in zip(usable, outputs, strict=True)]
-                )
-            bar.update(len(chunk))
+                    yield row, (image, row.prompt, settings.max_new_tokens)
+
+
+def run_rows(engine, rows: list[Row], settings: Settings, writer) -> list[Problem]:
+    """Generate and score `rows`, writing results as rows finish; the records whose image failed."""
+    from tqdm.auto import tqdm
+
+    problems: dict[str, Problem] = {}
+    asked: list[Row] = []  # request index -> row
+
+    def ask():
+        for row, request in requests(rows, settings, problems):
+            asked.append(row)
+            yield request
+
+    bar = tqdm(total=len(rows), desc="eval", unit="answer", disable=not settings.progress)
+    with bar:
+        answers = engine.complete_many(
+            ask(),
+            batch_size=settings.batch_size,
+            continuous_batching=settings.continuous_batching,
+        )
+        for finished in answers:
+            writer.write([result_line(asked[i], text, n) for i, text, n in finished])
+            bar.update(len(finished))
     return list(problems.values())
 
 
@@ -361,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="score as Med-R1's released scripts did (no-thinking: raw output must "
         "equal the letter); for reproducing published numbers only",
     )
+    parser.add_argument(
+        "--plain_batches",
+        action="store_true",
+        help="fixed batches, each until its longest row ends (no continuous batching)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -404,6 +423,7 @@ def main(argv: list[str]) -> int:
             args.max_new_tokens,
             args.image_size,
             progress=not args.quiet,
+            continuous_batching=not args.plain_batches,
         )
         folder = Path(args.out) if args.out else default_out(model, subfolder, args.adapter)
         run = {
