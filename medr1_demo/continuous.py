@@ -1,8 +1,7 @@
 """Continuous batching: many questions through one policy without waiting for a batch's longest row.
 
-A plain batched `generate` runs until its longest row ends. In Med-R1's evaluation most thinking
-answers end well before the 256-token limit, yet one long rationale keeps 63 finished rows in the
-batch, decoding padding. Here the batch is advanced a segment (16 tokens) at a time; between
+A plain batched `generate` runs until its longest row ends. When thinking answers vary in length,
+one rationale running to the 256-token limit keeps the batch's finished rows decoding padding. Here the batch is advanced a segment (16 tokens) at a time; between
 segments finished rows leave (their cache rows are dropped) and waiting requests are prefilled and
 join, left-padded to the batch's length. Columns that have become padding in every row are cut.
 
@@ -84,22 +83,25 @@ def complete(engine, requests: Iterable, batch_size: int, settings) -> Iterator[
                 yield finished
 
 
-def prefill(engine, owner, group, settings) -> Batch:
-    """Read the prompts of `group` ([(index, (image, prompt, limit))]) and make their first token."""
+def generate(engine, settings, tokens: int, starts, limits: list[int], **inputs):
+    """One `generate` call of at most `tokens` new tokens, each row stopped at its limit."""
     from medr1_demo.engine import RowLimits, generation_errors
 
+    config = engine.generation_config(settings, [tokens])
+    config.return_dict_in_generate = True  # the cache comes back with the sequences
+    stop = StoppingCriteriaList([RowLimits(starts, limits, threading.Event())])
+    with generation_errors():
+        return engine.model.generate(**inputs, generation_config=config, stopping_criteria=stop)
+
+
+def prefill(engine, owner, group, settings) -> Batch:
+    """Read the prompts of `group` ([(index, (image, prompt, limit))]) and make their first token."""
     ids = [index for index, _ in group]
     images, prompts, limits = (list(column) for column in zip(*(r for _, r in group), strict=True))
     inputs = engine.prepare(images, prompts)
     length = inputs["input_ids"].shape[1]
     cache = DynamicCache(config=engine.model.config)
-    with generation_errors():
-        output = engine.model.generate(
-            **inputs,
-            cache=cache,
-            generation_config=step_config(engine, settings, 1),
-            stopping_criteria=StoppingCriteriaList([RowLimits(length, limits, threading.Event())]),
-        )
+    output = generate(engine, settings, 1, length, limits, **inputs, cache=cache)
     if any(type(layer) is not DynamicLayer for layer in output.cache.layers):
         raise RuntimeError("continuous batching needs a cache of full-attention layers")
     sequences = output.sequences
@@ -110,38 +112,31 @@ def prefill(engine, owner, group, settings) -> Batch:
 
 def advance(engine, owner, batch: Batch, settings) -> None:
     """Generate up to SEGMENT more tokens for every row of `batch` (in place)."""
-    from medr1_demo.engine import RowLimits, generation_errors
-
     columns = batch.sequences.shape[1]
-    made = columns - batch.starts
-    tokens = min(SEGMENT, max(limit - int(n) for limit, n in zip(batch.limits, made, strict=True)))
+    made = (columns - batch.starts).tolist()
+    tokens = min(SEGMENT, max(limit - n for limit, n in zip(batch.limits, made, strict=True)))
     owner.rope_deltas = batch.deltas  # generate adds these to the text positions of new tokens
-    limits = StoppingCriteriaList([RowLimits(batch.starts, batch.limits, threading.Event())])
-    with generation_errors():
-        output = engine.model.generate(
-            input_ids=batch.sequences,
-            attention_mask=batch.mask,
-            cache=batch.cache,
-            generation_config=step_config(engine, settings, tokens),
-            stopping_criteria=limits,
-        )
+    output = generate(
+        engine,
+        settings,
+        tokens,
+        batch.starts,
+        batch.limits,
+        input_ids=batch.sequences,
+        attention_mask=batch.mask,
+        cache=batch.cache,
+    )
     batch.sequences = output.sequences
     batch.mask = F.pad(batch.mask, (0, output.sequences.shape[1] - columns), value=1)
     batch.cache = output.cache
 
 
-def step_config(engine, settings, tokens: int):
-    config = engine.generation_config(settings, [tokens])
-    config.return_dict_in_generate = True
-    return config
-
-
 def harvest(engine, batch: Batch) -> tuple[list[tuple[int, str, int]], Batch | None]:
     """The finished rows as (index, text, tokens), and the batch of the rest (None if none)."""
     finished, keep = [], []
+    sequences, starts = batch.sequences.tolist(), batch.starts.tolist()  # one copy off the device
     for row, (index, limit) in enumerate(zip(batch.ids, batch.limits, strict=True)):
-        made = batch.sequences[row, int(batch.starts[row]) :].tolist()
-        tokens = engine.until_stop(made, limit)
+        tokens = engine.until_stop(sequences[row][starts[row] :], limit)
         if len(tokens) >= limit or (tokens and tokens[-1] in engine.stop_ids):
             finished.append((index, engine.decode(tokens), len(tokens)))
         else:

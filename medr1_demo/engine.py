@@ -255,8 +255,12 @@ class PolicyEngine:
 
     def _generate(self, images, prompts, limits, settings) -> list[tuple[str, int, float]]:
         with self._lock:
-            streamer = BatchStreamer(limits, self.stop_ids, time.perf_counter())
-            return self._run(images, prompts, limits, settings, streamer, threading.Event())
+            return self._run_batch(images, prompts, limits, settings)
+
+    def _run_batch(self, images, prompts, limits, settings) -> list[tuple[str, int, float]]:
+        """One batch, not streamed and not cancelled (the caller holds the lock)."""
+        streamer = BatchStreamer(limits, self.stop_ids, time.perf_counter())
+        return self._run(images, prompts, limits, settings, streamer, threading.Event())
 
     def complete(
         self,
@@ -302,11 +306,8 @@ class PolicyEngine:
             numbered = enumerate(requests)
             while chunk := list(itertools.islice(numbered, batch_size)):
                 indices, rows = zip(*chunk, strict=True)
-                images, prompts, limits = zip(*rows, strict=True)
-                streamer = BatchStreamer(list(limits), self.stop_ids, time.perf_counter())
-                outputs = self._run(
-                    images, prompts, list(limits), settings, streamer, threading.Event()
-                )
+                images, prompts, limits = (list(column) for column in zip(*rows, strict=True))
+                outputs = self._run_batch(images, prompts, limits, settings)
                 yield [(i, text, n) for i, (text, n, _) in zip(indices, outputs, strict=True)]
 
     # ------------------------------------------------------------------------------- questions
@@ -347,8 +348,13 @@ class PolicyEngine:
         settings: GenerationSettings | None = None,
     ) -> dict[str, ModeAnswer]:
         """Answer in every mode of `modes` with one batched generation; mode -> ModeAnswer."""
-        options, prompts, limits, settings = self._rows(question, options, tuple(modes), settings)
+        modes = tuple(modes)
+        options, prompts, limits, settings = self._rows(question, options, modes, settings)
         rows = self._generate([image] * len(prompts), prompts, limits, settings)
+        return self._answers(modes, rows, options)
+
+    def _answers(self, modes, rows, options) -> dict[str, ModeAnswer]:
+        """mode -> finished ModeAnswer, from one (text, tokens, seconds) row per mode."""
         return {
             mode: self._mode_answer(mode, text, tokens, seconds, options)
             for mode, (text, tokens, seconds) in zip(modes, rows, strict=True)
@@ -409,10 +415,7 @@ class PolicyEngine:
                 if isinstance(error, GenerationError | ValueError):
                     raise error
                 raise GenerationError(f"Generation failed: {error}") from error
-            yield {
-                mode: self._mode_answer(mode, text, tokens, seconds, options)
-                for mode, (text, tokens, seconds) in zip(modes, box["rows"], strict=True)
-            }
+            yield self._answers(modes, box["rows"], options)
         finally:
             cancel.set()  # a consumer that stopped early ends the generation at its next step
             worker.join()
