@@ -44,7 +44,7 @@ logger = logging.getLogger("medr1_demo.app")
 
 def untrained_policy(cache: Path = CACHE) -> Path:
     """An untrained tiny policy in `cache`, built on first use (about a second)."""
-    from medr1_demo.tiny import build_tiny_checkpoint
+    from medr1_demo.policy.tiny import build_tiny_checkpoint
 
     target = cache / UNTRAINED
     if (target / "config.json").exists():
@@ -74,7 +74,7 @@ def choose_model(model: ModelConfig) -> tuple[ModelConfig, str | None]:
 
 def load_engine(model: ModelConfig):
     """The engine for `model`; PolicyLoadError (plain message) when it cannot be loaded."""
-    from medr1_demo.engine import PolicyEngine
+    from medr1_demo.policy.engine import PolicyEngine
 
     return PolicyEngine.load(
         model.model,
@@ -95,7 +95,7 @@ def on_gpu(function, seconds: int):
 
 
 def make_backend(engine, config: AppConfig, notice: str | None):
-    from medr1_demo.ui import Backend
+    from medr1_demo.web.layout import Backend
 
     seconds = config.server.gpu_seconds
     return Backend(
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Configuration error: {error}", file=sys.stderr)
         return 2
 
-    from medr1_demo.checkpoint import PolicyLoadError
+    from medr1_demo.policy.checkpoint import PolicyLoadError
 
     try:
         model, notice = choose_model(config.model)
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     info = engine.info
     print(f"Loaded {info.model_id}: {info.parameters:,} parameters on {info.device} ({info.dtype})")
 
-    from medr1_demo.ui import build_demo, configure_queue, launch_options
+    from medr1_demo.web.layout import build_demo, configure_queue, launch_options
 
     demo = configure_queue(build_demo(make_backend(engine, config, notice), config), config)
     try:

@@ -1,7 +1,7 @@
 """Benchmark: both modes in one batched generate call vs the two modes one after the other.
 
 Same engine, same case, same work: every mode generates exactly `--tokens` new tokens
-(`GenerationSettings.exact_length`), so only the batching differs. Prints both wall times and
+(`DecodingConfig.exact_length`), so only the batching differs. Prints both wall times and
 their ratio (the target is <= 0.75), and the streaming time to first token.
 
 Run: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_engine.py [--tokens 256 --repeats 5]`
@@ -22,10 +22,10 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-from medr1_demo.answers import GenerationSettings  # noqa: E402
-from medr1_demo.engine import PolicyEngine  # noqa: E402
+from medr1_demo.config import DecodingConfig  # noqa: E402
+from medr1_demo.policy.engine import PolicyEngine  # noqa: E402
+from medr1_demo.policy.tiny import build_tiny_checkpoint  # noqa: E402
 from medr1_demo.protocol import NO_THINKING, THINKING  # noqa: E402
-from medr1_demo.tiny import build_tiny_checkpoint  # noqa: E402
 
 QUESTION, OPTIONS = "Which imaging modality is shown?", ["CT", "MRI", "X-Ray", "Ultrasound"]
 
@@ -63,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     image = Image.fromarray(
         np.random.default_rng(0).integers(0, 256, (384, 384, 3), dtype=np.uint8)
     )
-    settings = GenerationSettings(
-        max_new_tokens={THINKING: args.tokens, NO_THINKING: args.tokens}, exact_length=True
+    settings = DecodingConfig(
+        max_new_tokens_thinking=args.tokens,
+        max_new_tokens_no_thinking=args.tokens,
+        exact_length=True,
     )
 
     def batched():

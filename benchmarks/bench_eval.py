@@ -2,7 +2,7 @@
 
 Both answer every test item in both modes on the same engine, model, data and images:
 
-- eval path: `trainer.evaluate.evaluate` (all files and both modes in one pass, continuous
+- eval path: `trainer.eval.evaluate.evaluate` (all files and both modes in one pass, continuous
   batching of 64 rows, rows by mode and longest prompt first, images read ahead, results written
   as JSONL);
 - official loop: one file at a time, one mode per pass, batches of 64 in file order, no sorting;
@@ -19,7 +19,7 @@ scheduling differs. `--lengths full` makes every row run to `--max_new_tokens` i
 it answers with (every path asks the same rows; answers agree up to rare floating-point
 differences between batch shapes).
 
-Data: phantom test splits (`trainer.synth`), one file per modality, with a clinical-context
+Data: phantom test splits (`trainer.phantoms.synth`), one file per modality, with a clinical-context
 sentence of random length put before some questions so prompts vary in length (phantom questions
 alone vary little). `--layout single` puts all items in one file instead.
 
@@ -41,12 +41,12 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-from medr1_demo.answers import GenerationSettings  # noqa: E402
-from medr1_demo.engine import PolicyEngine  # noqa: E402
+from medr1_demo.config import DecodingConfig  # noqa: E402
+from medr1_demo.policy.engine import PolicyEngine  # noqa: E402
+from medr1_demo.policy.tiny import build_tiny_checkpoint  # noqa: E402
 from medr1_demo.protocol import MODES, PROMPT_TEMPLATES, THINKING, build_prompt, solution_letter  # noqa: E402
-from medr1_demo.tiny import build_tiny_checkpoint  # noqa: E402
-from trainer import evaluate  # noqa: E402
-from trainer.data import open_image  # noqa: E402
+from trainer.eval import evaluate  # noqa: E402
+from trainer.train.data import open_image  # noqa: E402
 
 CONTEXT_WORDS = [
     "patient",
@@ -76,7 +76,7 @@ CONTEXT_WORDS = [
 ]
 THINKING_TASK = PROMPT_TEMPLATES[THINKING].split("{Question}")[1][:40]  # tells the modes apart
 _ANSWER = re.compile(r"<answer>\s*(\w+)\s*</answer>")
-EXACT = GenerationSettings(exact_length=True)  # no early end-of-text: equal work
+EXACT = DecodingConfig(exact_length=True)  # no early end-of-text: equal work
 
 
 class SimulatedLengths:
@@ -105,7 +105,7 @@ class SimulatedLengths:
 
 def make_data(root: Path, n: int, seed: int, layout: str) -> list[Path]:
     """Phantom test files with questions of varied length; returns the files."""
-    from trainer.synth import write_dataset
+    from trainer.phantoms.synth import write_dataset
 
     write_dataset(
         root, n, seed=seed, test_fraction=0.5, image_size=224, dicom=False, progress=False

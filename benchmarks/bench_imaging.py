@@ -1,4 +1,4 @@
-"""Load times of medr1_demo.imaging.load_scan, on one thread, against their targets.
+"""Load times of medr1_demo.scan.reader.load_scan, on one thread, against their targets.
 
 Run: .venv/bin/python benchmarks/bench_imaging.py [--runs 15]
 
@@ -31,7 +31,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from medr1_demo.imaging import load_scan  # noqa: E402
+from medr1_demo.scan.reader import load_scan  # noqa: E402
 
 
 def median_ms(action, runs: int) -> float:

@@ -156,13 +156,14 @@ def direct_worker(checkpoint: str, scan: str, tokens: int) -> int:
     """
     import json
 
-    from medr1_demo.answers import GenerationSettings
-    from medr1_demo.engine import PolicyEngine
-    from medr1_demo.imaging import load_scan
-    from medr1_demo.protocol import MODES
+    from medr1_demo.config import DecodingConfig
+    from medr1_demo.policy.engine import PolicyEngine
+    from medr1_demo.scan.reader import load_scan
 
     engine = PolicyEngine.load(checkpoint, device="cpu")
-    settings = GenerationSettings(max_new_tokens={m: tokens for m in MODES}, exact_length=True)
+    settings = DecodingConfig(
+        max_new_tokens_thinking=tokens, max_new_tokens_no_thinking=tokens, exact_length=True
+    )
     image = load_scan(scan).image
     print(json.dumps({"ready": True}), flush=True)
     for _ in sys.stdin:
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pydicom.data import get_testdata_file
 
-    from medr1_demo.tiny import build_tiny_checkpoint
+    from medr1_demo.policy.tiny import build_tiny_checkpoint
 
     scan = Path(get_testdata_file("CT_small.dcm", download=False))
     with tempfile.TemporaryDirectory(prefix="medr1-bench-") as folder:

@@ -5,7 +5,7 @@
 Both sides train the same tiny Qwen2-VL on the same synthetic phantoms with the same settings
 (configs/tiny/grpo.yaml: 4 generations, 16 tokens, beta 0.04, loss grpo, 56x56 images), each in
 a fresh process, alternating. Ours parses the recipe, validates the data and calls
-`trainer.grpo.train`, exactly what `python -m trainer grpo` does. The stock side is what a TRL user
+`trainer.train.grpo.train`, exactly what `python -m trainer grpo` does. The stock side is what a TRL user
 writes by hand: records read with `json`, images decoded into a `datasets.Dataset`, two inline
 reward functions, a `GRPOConfig` with the same values. Only the processor is shared
 (`load_processor`): stock `AutoProcessor` cannot be built here without torchvision.
@@ -50,8 +50,8 @@ class StepClock(TrainerCallback):
 def ours(model: str, data: str, out: str, steps: int) -> dict:
     from trl import GRPOConfig
 
-    from trainer import grpo
-    from trainer.arguments import parse_recipe
+    from trainer.train import grpo
+    from trainer.train.arguments import parse_recipe
 
     argv = ["--config", str(RECIPE), "--model_name_or_path", model, "--data_files", data]
     argv += [
@@ -78,7 +78,7 @@ def stock(model: str, data: str, out: str, steps: int) -> dict:
     from PIL import Image
     from trl import GRPOConfig, GRPOTrainer
 
-    from medr1_demo.checkpoint import load_processor
+    from medr1_demo.policy.checkpoint import load_processor
 
     template = (
         "{} Your task: 1. Provide the correct single-letter choice (A, B, C, D,...) inside "
@@ -153,8 +153,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from medr1_demo.tiny import build_tiny_checkpoint
-    from trainer.synth import write_dataset
+    from medr1_demo.policy.tiny import build_tiny_checkpoint
+    from trainer.phantoms.synth import write_dataset
 
     runs = {side: [] for side in SIDES}
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,5 +1,11 @@
-"""Med-R1 clinician demo: scan ingestion, the Med-R1 protocol, the policy engine and the Gradio UI.
+"""Med-R1 clinician demo: the package the app (`app.py`) is made of.
 
-Import the submodules directly (`from medr1_demo import imaging`); this package file stays empty
-so that importing the torch-free parts (imaging, protocol, ui) never pulls in torch.
+    protocol.py   Med-R1's prompts, question strings and answer parsing (one place for all)
+    config.py     the app's settings: dataclasses -> YAML keys, MEDR1_* variables, flags
+    results.py    what the engine returns (answers per mode, the loaded policy's description)
+    scan/         uploads -> the picture the model sees + safe metadata (DICOM, pictures)
+    policy/       checkpoints, the engine (both modes, streaming), batching, the tiny builder
+    web/          the Gradio page: layout, handlers, rendering, css (never imports torch)
+
+Package files stay empty: importing the page or the scan reader never pulls in torch.
 """

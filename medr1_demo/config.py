@@ -1,10 +1,15 @@
-"""The app's configuration: dataclasses, read from YAML, overridden by environment and command line.
+"""The app's settings: one dataclass field per setting, settable from YAML, environment and flags.
 
-Precedence, highest first: command-line flags > environment variables > `configs/app.yaml` (or the
-file named by `--config` / `MEDR1_CONFIG`) > the defaults below. No torch here: `ui.py` imports it.
+Each field below is the single source of a setting: its YAML key is the field name in its section
+(`configs/app.yaml`), its environment variable is `MEDR1_<FIELD>` and its command-line flag
+`--<field>` with dashes (a few older names are kept as aliases: `MEDR1_MAX_NEW_TOKENS`,
+`--max-new-tokens`, and Gradio's own `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT`). Precedence,
+highest first: flags > environment > the YAML file (`--config` / `MEDR1_CONFIG`, default
+`configs/app.yaml`) > the defaults written here. No torch here: the page imports this module.
 
     python app.py --model yuxianglai117/Med-R1 --subfolder VQA_CT
-    MEDR1_MODEL=/ckpt/medr1-ct MEDR1_QUANTIZATION=4bit python app.py
+    MEDR1_MODEL=/ckpt/medr1-ct MEDR1_QUANTIZATION=4bit MEDR1_TEMPERATURE=0.7 python app.py
+    python app.py --help              # every setting, its variable and its default
 
 `python -m medr1_demo.config [flags]` prints the configuration that would be used.
 """
@@ -19,8 +24,11 @@ from pathlib import Path
 
 import yaml
 
+from medr1_demo.protocol import NO_THINKING, THINKING
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = ROOT / "configs" / "app.yaml"
+ENV_PREFIX = "MEDR1_"
 QUANTIZATIONS = ("4bit", "8bit")
 
 
@@ -28,104 +36,176 @@ class ConfigError(ValueError):
     """The configuration cannot be used; str(err) says what to change."""
 
 
-@dataclass
+def setting(default, help: str, *, aliases: tuple[str, ...] = (), choices=None, **kwargs):
+    """A settings field: its default, its help line, older names (variables or flags), choices."""
+    metadata = {"help": help, "aliases": aliases, "choices": choices}
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Which policy to serve. `model` None means the bundled demo policy (or an untrained tiny one)."""
 
-    model: str | None = None  # a checkpoint folder or a Hugging Face repo id
-    subfolder: str | None = None  # e.g. VQA_CT in yuxianglai117/Med-R1
-    adapter: str | None = None  # a LoRA adapter folder
-    device: str = "auto"
-    dtype: str = "auto"
-    quantization: str | None = None  # 4bit / 8bit (CUDA only)
-    attn_implementation: str = "auto"
+    model: str | None = setting(
+        None, "checkpoint folder or Hugging Face repo id (default: the bundled demo policy)"
+    )
+    subfolder: str | None = setting(None, "sub-folder of the checkpoint, e.g. VQA_CT")
+    adapter: str | None = setting(None, "LoRA adapter folder")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:1, ...")
+    dtype: str = setting("auto", "auto, bfloat16, float16 or float32")
+    quantization: str | None = setting(
+        None, "load 4bit or 8bit with bitsandbytes (CUDA only)", choices=QUANTIZATIONS
+    )
+    attn_implementation: str = setting(
+        "auto", "attention kernel: auto (flash_attention_2 when installed, else sdpa), sdpa, eager"
+    )
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecodingConfig:
-    """How answers are generated; greedy as in Med-R1's evaluation unless `do_sample`."""
+    """How answers are generated: greedy, as Med-R1's evaluation, unless `do_sample`.
 
-    max_new_tokens_thinking: int = 256
-    max_new_tokens_no_thinking: int = 32
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    exact_length: bool = False  # always generate the maximum (benchmarks compare equal work)
+    The engine, the page and the evaluator all take this one type.
+    """
+
+    max_new_tokens_thinking: int = setting(
+        256,
+        "new-token limit of thinking mode",
+        aliases=("MEDR1_MAX_NEW_TOKENS", "--max-new-tokens"),
+    )
+    max_new_tokens_no_thinking: int = setting(32, "new-token limit of no-thinking mode")
+    do_sample: bool = setting(False, "sample instead of greedy decoding")
+    temperature: float = setting(1.0, "sampling temperature (with do_sample)")
+    top_p: float = setting(1.0, "nucleus sampling threshold (with do_sample)")
+    seed: int | None = setting(None, "random seed of sampling (with do_sample)")
+    exact_length: bool = setting(
+        False,
+        "generate exactly the token limit, ignoring end of text (benchmarks compare equal work)",
+    )
+
+    def tokens_for(self, mode: str) -> int:
+        """The new-token limit of `mode`."""
+        limits = {
+            THINKING: self.max_new_tokens_thinking,
+            NO_THINKING: self.max_new_tokens_no_thinking,
+        }
+        return limits[mode]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServerConfig:
     """How the page is served. The queue runs `concurrency` generations at a time."""
 
-    host: str = "127.0.0.1"
-    port: int = 7860
-    auth: str | None = None  # "user:password" for basic login when hosting
-    concurrency: int = 1  # generations at once; the engine serialises on one model anyway
-    queue_size: int = 16  # waiting requests beyond this are refused with a message
-    max_question_chars: int = 2000
-    max_option_chars: int = 300
-    max_upload_mb: int = 200
-    cache_minutes: float = 30  # uploads older than this are deleted
-    gpu_seconds: int = 120  # ZeroGPU time asked for per answer (Spaces only)
+    host: str = setting(
+        "127.0.0.1",
+        "address to listen on (0.0.0.0: the local network)",
+        aliases=("GRADIO_SERVER_NAME",),
+    )
+    port: int = setting(7860, "port to listen on", aliases=("GRADIO_SERVER_PORT",))
+    auth: str | None = setting(
+        None, "user:password required to open the page (the variable keeps it off `ps`)"
+    )
+    concurrency: int = setting(1, "generations at once")
+    queue_size: int = setting(16, "waiting requests beyond this are refused with a message")
+    max_question_chars: int = setting(2000, "longest question accepted, in characters")
+    max_option_chars: int = setting(300, "longest answer option accepted, in characters")
+    max_upload_mb: int = setting(200, "largest upload accepted, in megabytes")
+    cache_minutes: float = setting(30.0, "uploads are deleted this many minutes after arriving")
+    gpu_seconds: int = setting(120, "ZeroGPU time asked for per answer (Hugging Face Spaces only)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class AppConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
 
 
-# Environment variable -> (section, field). GRADIO_* are Gradio's own names for host and port.
-ENVIRONMENT = {
-    "MEDR1_MODEL": ("model", "model"),
-    "MEDR1_SUBFOLDER": ("model", "subfolder"),
-    "MEDR1_ADAPTER": ("model", "adapter"),
-    "MEDR1_DEVICE": ("model", "device"),
-    "MEDR1_DTYPE": ("model", "dtype"),
-    "MEDR1_QUANTIZATION": ("model", "quantization"),
-    "MEDR1_ATTN_IMPLEMENTATION": ("model", "attn_implementation"),
-    "MEDR1_MAX_NEW_TOKENS": ("decoding", "max_new_tokens_thinking"),
-    "MEDR1_MAX_NEW_TOKENS_NO_THINKING": ("decoding", "max_new_tokens_no_thinking"),
-    "MEDR1_AUTH": ("server", "auth"),
-    "MEDR1_CONCURRENCY": ("server", "concurrency"),
-    "MEDR1_QUEUE_SIZE": ("server", "queue_size"),
-    "GRADIO_SERVER_NAME": ("server", "host"),
-    "GRADIO_SERVER_PORT": ("server", "port"),
-}
-
 SECTIONS = {"model": ModelConfig, "decoding": DecodingConfig, "server": ServerConfig}
 
 
-def _field_types(cls) -> dict[str, str]:
-    """Field name -> its type written as in the source ("int", "str | None")."""
-    return {f.name: getattr(f.type, "__name__", str(f.type)) for f in dataclasses.fields(cls)}
+# ------------------------------------------------------------------------------- the fields
 
 
-def _convert(value, section: str, name: str, source: str):
+@dataclass(frozen=True)
+class Setting:
+    """One field of one section, with the names it is known by outside Python."""
+
+    section: str
+    name: str
+    kind: str  # the type as written in the source: "int", "str | None"
+    default: object
+    help: str
+    choices: tuple | None
+    aliases: tuple[str, ...]
+
+    @property
+    def variable(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return (self.variable, *(a for a in self.aliases if not a.startswith("--")))
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return (self.flag, *(a for a in self.aliases if a.startswith("--")))
+
+
+def all_settings() -> list[Setting]:
+    """Every settable field of every section, in declaration order."""
+    found = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            found.append(
+                Setting(
+                    section,
+                    f.name,
+                    getattr(f.type, "__name__", str(f.type)),
+                    f.default,
+                    f.metadata["help"],
+                    f.metadata.get("choices"),
+                    f.metadata.get("aliases", ()),
+                )
+            )
+    return found
+
+
+def _convert(value, item: Setting, source: str):
     """A YAML/env/CLI value -> the field's type, or ConfigError naming where it came from."""
-    kind = _field_types(SECTIONS[section])[name]
+    kind, where = item.kind, f"{item.section}.{item.name}"
     if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"}):
         if "None" in kind:
             return None
-        raise ConfigError(f"{source}: {section}.{name} needs a value.")
+        raise ConfigError(f"{source}: {where} needs a value.")
     try:
         if kind.startswith("int"):
-            return int(value)
-        if kind.startswith("float"):
-            return float(value)
-        if kind.startswith("bool"):
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
-            return text in {"1", "true", "yes", "on"}
+            converted = int(value)
+        elif kind.startswith("float"):
+            converted = float(value)
+        elif kind.startswith("bool"):
+            text = str(value).strip().lower()
+            if not isinstance(value, bool) and text not in {"1", "0", "true", "false", "yes",
+                                                            "no", "on", "off"}:  # fmt: skip
+                raise ValueError(value)
+            converted = value if isinstance(value, bool) else text in {"1", "true", "yes", "on"}
+        else:
+            converted = str(value).strip()
     except (TypeError, ValueError):
-        raise ConfigError(
-            f"{source}: {section}.{name} = {value!r} is not a valid {kind}."
-        ) from None
-    return str(value).strip()
+        raise ConfigError(f"{source}: {where} = {value!r} is not a valid {kind}.") from None
+    if item.choices and converted not in item.choices:
+        listed = " or ".join(item.choices)
+        raise ConfigError(f"{source}: {where} must be {listed}, not {converted!r}.")
+    return converted
+
+
+# ------------------------------------------------------------------------------ the sources
 
 
 def read_yaml(path: Path) -> dict[str, dict]:
@@ -138,106 +218,87 @@ def read_yaml(path: Path) -> dict[str, dict]:
         raise ConfigError(f"The config file {path} is not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"The config file {path} must hold sections model/decoding/server.")
-    sections = {}
+    items = {(s.section, s.name): s for s in all_settings()}
+    sections: dict[str, dict] = {}
     for section, values in data.items():
         if section not in SECTIONS:
             raise ConfigError(f"{path}: unknown section {section!r}; use {', '.join(SECTIONS)}.")
         values = values or {}
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: section {section!r} must be a mapping of settings.")
-        known = _field_types(SECTIONS[section])
-        for name in values:
-            if name not in known:
-                raise ConfigError(
-                    f"{path}: unknown setting {section}.{name}; known: {', '.join(known)}."
-                )
-        sections[section] = {k: _convert(v, section, k, str(path)) for k, v in values.items()}
-    return sections
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="app.py",
-        description="Med-R1 clinician demo: thinking vs no-thinking answers on a scan.",
-    )
-    parser.add_argument("--config", help="YAML config file (default: configs/app.yaml)")
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", help="checkpoint folder or Hugging Face repo id")
-    model.add_argument("--subfolder", help="sub-folder of the checkpoint, e.g. VQA_CT")
-    model.add_argument("--adapter", help="LoRA adapter folder")
-    model.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
-    model.add_argument("--dtype", help="auto, bfloat16, float16, float32")
-    model.add_argument("--quantization", help="4bit or 8bit (needs CUDA)")
-    model.add_argument("--attn-implementation", dest="attn_implementation")
-    decoding = parser.add_argument_group("decoding")
-    decoding.add_argument(
-        "--max-new-tokens",
-        dest="max_new_tokens_thinking",
-        type=int,
-        metavar="N",
-        help="new-token limit of thinking mode (default 256)",
-    )
-    decoding.add_argument(
-        "--max-new-tokens-no-thinking",
-        dest="max_new_tokens_no_thinking",
-        type=int,
-        metavar="N",
-        help="new-token limit of no-thinking mode (default 32)",
-    )
-    decoding.add_argument(
-        "--exact-length",
-        action="store_true",
-        default=None,
-        help="generate exactly the maximum new tokens, ignoring end of text (benchmarks)",
-    )
-    server = parser.add_argument_group("server")
-    server.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    server.add_argument("--port", type=int, help="port to listen on (default 7860)")
-    server.add_argument(
-        "--auth", help="user:password required to open the page (MEDR1_AUTH keeps it off ps)"
-    )
-    server.add_argument("--concurrency", type=int, help="generations at once (default 1)")
-    server.add_argument(
-        "--queue-size", dest="queue_size", type=int, help="waiting requests before refusing (16)"
-    )
-    return parser
-
-
-def _cli_sections(args: argparse.Namespace) -> dict[str, dict]:
-    sections: dict[str, dict] = {}
-    for section, cls in SECTIONS.items():
-        for name in _field_types(cls):
-            value = getattr(args, name, None)
-            if value is not None:
-                sections.setdefault(section, {})[name] = _convert(
-                    value, section, name, "command line"
-                )
+        for name, value in values.items():
+            if (section, name) not in items:
+                known = ", ".join(f.name for f in dataclasses.fields(SECTIONS[section]))
+                raise ConfigError(f"{path}: unknown setting {section}.{name}; known: {known}.")
+            converted = _convert(value, items[(section, name)], str(path))
+            sections.setdefault(section, {})[name] = converted
     return sections
 
 
 def _env_sections(environ: Mapping[str, str]) -> dict[str, dict]:
     sections: dict[str, dict] = {}
-    for variable, (section, name) in ENVIRONMENT.items():
-        if environ.get(variable, "").strip():
-            value = _convert(environ[variable], section, name, variable)
-            sections.setdefault(section, {})[name] = value
+    for item in all_settings():
+        # The canonical name wins over an alias when both are set.
+        variable = next((v for v in item.variables if environ.get(v, "").strip()), None)
+        if variable is not None:
+            value = _convert(environ[variable], item, variable)
+            sections.setdefault(item.section, {})[item.name] = value
+    return sections
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`python app.py --help`: one flag per setting, grouped by section, with its variable."""
+    parser = argparse.ArgumentParser(
+        prog="app.py",
+        allow_abbrev=False,
+        description="Med-R1 clinician demo: thinking vs no-thinking answers on a scan.",
+        epilog="Every setting can also be written in configs/app.yaml (section: key) or set by "
+        "its environment variable; flags win over variables, variables over the file.",
+    )
+    parser.add_argument(
+        "--config", help="YAML config file (default: configs/app.yaml; MEDR1_CONFIG)"
+    )
+    groups = {section: parser.add_argument_group(section) for section in SECTIONS}
+    for item in all_settings():
+        default = "none" if item.default is None else item.default
+        help_text = f"{item.help} [{', '.join(item.variables)}; default {default}]"
+        options = {"dest": item.name, "default": None, "help": help_text}
+        if item.kind == "bool":
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["metavar"] = item.kind.split(" ")[0].upper()
+        groups[item.section].add_argument(*item.flags, **options)
+    return parser
+
+
+def _cli_sections(args: argparse.Namespace) -> dict[str, dict]:
+    sections: dict[str, dict] = {}
+    for item in all_settings():
+        value = getattr(args, item.name, None)
+        if value is not None:
+            converted = _convert(value, item, f"command line {item.flag}")
+            sections.setdefault(item.section, {})[item.name] = converted
     return sections
 
 
 def validate(config: AppConfig) -> AppConfig:
     """Reject settings that cannot work, with the fix in the message."""
-    if config.model.quantization and config.model.quantization not in QUANTIZATIONS:
-        raise ConfigError(f"quantization must be 4bit or 8bit, not {config.model.quantization!r}.")
-    if config.server.auth is not None and ":" not in config.server.auth:
+    server, decoding = config.server, config.decoding
+    if server.auth is not None and ":" not in server.auth:
         raise ConfigError("auth must be written user:password.")
-    if not 1 <= config.server.port <= 65535:
-        raise ConfigError(f"port {config.server.port} is not a valid port number.")
-    for name in ("concurrency", "queue_size", "max_question_chars", "max_option_chars"):
-        if getattr(config.server, name) < 1:
-            raise ConfigError(f"server.{name} must be at least 1.")
-    for name in ("max_new_tokens_thinking", "max_new_tokens_no_thinking"):
-        if getattr(config.decoding, name) < 1:
-            raise ConfigError(f"decoding.{name} must be at least 1.")
+    if not 1 <= server.port <= 65535:
+        raise ConfigError(f"port {server.port} is not a valid port number.")
+    positive = {
+        "server": ("concurrency", "queue_size", "max_question_chars", "max_option_chars",
+                   "max_upload_mb", "cache_minutes", "gpu_seconds"),
+        "decoding": ("max_new_tokens_thinking", "max_new_tokens_no_thinking", "temperature"),
+    }  # fmt: skip
+    for section, names in positive.items():
+        for name in names:
+            if getattr(getattr(config, section), name) <= 0:
+                raise ConfigError(f"{section}.{name} must be greater than 0.")
+    if not 0 < decoding.top_p <= 1:
+        raise ConfigError("decoding.top_p must be in (0, 1].")
     return config
 
 
@@ -262,11 +323,16 @@ def load_config(
     return validate(config)
 
 
+def shown(config: AppConfig) -> dict:
+    """The configuration as plain data, the password masked."""
+    data = dataclasses.asdict(config)
+    if data["server"]["auth"]:
+        data["server"]["auth"] = data["server"]["auth"].split(":", 1)[0] + ":***"
+    return data
+
+
 if __name__ == "__main__":
     try:
-        shown = dataclasses.asdict(load_config())
-        if shown["server"]["auth"]:
-            shown["server"]["auth"] = shown["server"]["auth"].split(":", 1)[0] + ":***"
-        print(yaml.safe_dump(shown, sort_keys=False))
+        print(yaml.safe_dump(shown(load_config()), sort_keys=False))
     except ConfigError as error:
         sys.exit(f"Configuration error: {error}")

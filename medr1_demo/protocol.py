@@ -83,13 +83,31 @@ def check_options(options: list[str]) -> list[str]:
     return cleaned
 
 
+@dataclass(frozen=True)
+class Question:
+    """A checked multiple-choice question: made once by `Question.ask`, then trusted as it is."""
+
+    text: str  # the question, stripped
+    options: tuple[str, ...]  # 2 to 8 stripped, non-empty options; option i has letter LETTERS[i]
+
+    @classmethod
+    def ask(cls, text: str, options: list[str]) -> "Question":
+        """The question `text` with `options`; QuestionError says what to fix."""
+        text = (text or "").strip()
+        if not text:
+            raise QuestionError("The question is empty; type a question about the scan.")
+        return cls(text, tuple(check_options(list(options))))
+
+    @property
+    def formatted(self) -> str:
+        """The OmniMedVQA-style `{Question}` string Med-R1 was trained on."""
+        listed = ", ".join(f"{LETTERS[i]}){option}" for i, option in enumerate(self.options))
+        return f"{self.text} {listed}"
+
+
 def format_question(question: str, options: list[str]) -> str:
     """Question + options -> the OmniMedVQA-style `{Question}` string Med-R1 was trained on."""
-    question = question.strip()
-    if not question:
-        raise QuestionError("The question is empty; type a question about the scan.")
-    listed = ", ".join(f"{LETTERS[i]}){option}" for i, option in enumerate(check_options(options)))
-    return f"{question} {listed}"
+    return Question.ask(question, options).formatted
 
 
 def split_question(text: str) -> tuple[str, list[str]]:

@@ -1,6 +1,6 @@
 """Shared pytest fixtures: tiny Qwen2-VL checkpoints built once per test session, offline.
 
-Run the suite with `.venv/bin/python -m pytest`. Checkpoints come from `medr1_demo.tiny` (about
+Run the suite with `.venv/bin/python -m pytest`. Checkpoints come from `medr1_demo.policy.tiny` (about
 0.2 M parameters, built in well under a second), so nothing is downloaded.
 """
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medr1_demo.tiny import build_tiny_checkpoint
+from medr1_demo.policy.tiny import build_tiny_checkpoint
 
 # Real Med-R1 split records, in the shared folder that sits beside the repository in CI.
 MEDR1_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "omnimed_sample.json"
@@ -99,7 +99,7 @@ def planted_dicom(tmp_path_factory, ct_dicom):
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_checkpoint):
     """A real PolicyEngine on the tiny checkpoint, on the CPU."""
-    from medr1_demo.engine import PolicyEngine
+    from medr1_demo.policy.engine import PolicyEngine
 
     return PolicyEngine.load(str(tiny_checkpoint), device="cpu")
 

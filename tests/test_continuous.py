@@ -1,4 +1,4 @@
-"""Tests of continuous batching (`PolicyEngine.complete_many`, `medr1_demo.continuous`) on CPU.
+"""Tests of continuous batching (`PolicyEngine.complete_many`, `medr1_demo.policy.batching`) on CPU.
 
 Run: `.venv/bin/python -m pytest tests/test_continuous.py -q`
 
@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medr1_demo import continuous
-from medr1_demo.answers import GenerationSettings
-from medr1_demo.engine import PolicyEngine
+from medr1_demo.config import DecodingConfig
+from medr1_demo.policy import batching as continuous
+from medr1_demo.policy.engine import PolicyEngine
 from medr1_demo.protocol import MODES, build_prompt, format_question
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "assets" / "demo-policy"
 EXAMPLES = ROOT / "assets" / "examples"
-EXACT = GenerationSettings(exact_length=True)
+EXACT = DecodingConfig(exact_length=True)
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from medr1_demo import protocol
-from trainer import data, sources, validate
-from trainer.arguments import ScriptArguments
+from trainer.train import data, sources, validate
+from trainer.train.arguments import ScriptArguments
 
 
 def write_png(path: Path, shade: int = 90, size: int = 40) -> str:
@@ -115,7 +115,7 @@ def test_validate_command_prints_lines_and_exits_2(planted, capsys):
 
 
 def test_training_stops_before_loading_a_model(planted, capsys):
-    from trainer import grpo
+    from trainer.train import grpo
 
     code = grpo.main(
         ["--config", "configs/tiny/grpo.yaml", "--data_files", str(planted)]
@@ -240,7 +240,7 @@ def test_jsonl_and_saved_dataset_read_like_json(tmp_path):
 
 
 def test_rows_follow_the_protocol_and_load_images_lazily(tmp_path):
-    pytest.importorskip("medr1_demo.imaging")
+    pytest.importorskip("medr1_demo.scan.reader")
     write_png(tmp_path / "Images" / "a.png", size=50)
     record_rows = [medr1("Images/a.png", "Which modality?", ["CT", "MRI"], "B")]
     record_rows.append(
@@ -303,7 +303,7 @@ def test_no_data_is_a_clear_error(tmp_path):
 
 
 def test_synthetic_split_folders_and_dicom_images(tmp_path):
-    from trainer.synth import write_dataset
+    from trainer.phantoms.synth import write_dataset
 
     write_dataset(tmp_path, 16, seed=0, image_size=48, dicom=True, progress=False)
     # Med-R1's layout: a folder of per-modality split files, images under the data root.

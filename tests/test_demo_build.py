@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from medr1_demo import protocol
-from trainer import demo
+from trainer.experiments import demo_policy as demo
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "assets" / "demo-policy"
@@ -64,7 +64,7 @@ def test_toy_build_runs_every_stage_and_guards_the_output(tmp_path, capsys):
             assert metadata["metrics"][stage][mode]["items"] == metadata["data"]["test_records"]
     assert metadata["metrics"]["targets_missed"]
 
-    from medr1_demo.engine import PolicyEngine
+    from medr1_demo.policy.engine import PolicyEngine
 
     engine = PolicyEngine.load(str(out), device="cpu")
     assert engine.info.description == demo.DESCRIPTION and engine.info.trained_mode == "both"
@@ -78,6 +78,7 @@ def test_a_broken_recipe_is_a_plain_error(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------- the bundled policy
+
 
 needs_policy = pytest.mark.skipif(
     not (POLICY / "config.json").exists(), reason="assets/demo-policy is not built"
@@ -101,8 +102,8 @@ def test_bundled_policy_is_small_and_met_its_targets():
 
 @needs_policy
 def test_bundled_policy_answers_the_gallery_in_both_modes():
-    from medr1_demo.engine import PolicyEngine
-    from medr1_demo.imaging import load_scan
+    from medr1_demo.policy.engine import PolicyEngine
+    from medr1_demo.scan.reader import load_scan
 
     engine = PolicyEngine.load(str(POLICY), device="cpu")
     cases = json.loads((EXAMPLES / "examples.json").read_text())

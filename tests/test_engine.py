@@ -1,4 +1,4 @@
-"""Tests for `medr1_demo.engine` and `medr1_demo.checkpoint` on real tiny Qwen2-VL checkpoints.
+"""Tests for `medr1_demo.policy.engine` and `medr1_demo.policy.checkpoint` on real tiny Qwen2-VL checkpoints.
 
 Run: `.venv/bin/python -m pytest tests/test_engine.py -q` (CPU, offline, about half a minute).
 """
@@ -14,14 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from medr1_demo.answers import GenerationSettings
-from medr1_demo.checkpoint import PolicyLoadError, load_processor, processor_kind
-from medr1_demo.engine import GenerationError, PolicyEngine
+from medr1_demo.config import DecodingConfig
+from medr1_demo.policy.checkpoint import PolicyLoadError, load_processor, processor_kind
+from medr1_demo.policy.engine import GenerationError, PolicyEngine
+from medr1_demo.policy.tiny import build_tiny_checkpoint
 from medr1_demo.protocol import NO_THINKING, THINKING, QuestionError, build_prompt, format_question
-from medr1_demo.tiny import build_tiny_checkpoint
 
 QUESTION, OPTIONS = "Which organ is shown?", ["Liver", "Kidney", "Spleen, upper pole"]
-SHORT = GenerationSettings(max_new_tokens={THINKING: 24, NO_THINKING: 8})
+SHORT = DecodingConfig(max_new_tokens_thinking=24, max_new_tokens_no_thinking=8)
 
 
 def picture(seed: int, size=(160, 120)) -> Image.Image:
@@ -48,7 +48,7 @@ def engine(lively_checkpoint):
 def next_token_logits(engine: PolicyEngine, image: Image.Image) -> torch.Tensor:
     prompt = build_prompt(format_question(QUESTION, OPTIONS), THINKING)
     with torch.inference_mode():
-        return engine.model(**engine.prepare([image], [prompt])).logits[0, -1]
+        return engine.model(**engine.model_inputs([image], [prompt])).logits[0, -1]
 
 
 def test_info_describes_the_loaded_policy(engine, lively_checkpoint):
@@ -76,7 +76,7 @@ def test_both_modes_come_from_one_generate_call(engine, monkeypatch):
     assert output[1] - inputs[1] == 24  # the batch ran as long as its longest row, no longer
     assert answers[THINKING].tokens == 24 and answers[NO_THINKING].tokens == 8
     for mode, answer in answers.items():
-        assert answer.mode == mode and answer.done and answer.text and answer.seconds > 0
+        assert answer.mode == mode and answer.done and answer.raw and answer.seconds > 0
     assert answers[NO_THINKING].seconds <= answers[THINKING].seconds
 
 
@@ -100,7 +100,7 @@ def test_stream_grows_and_ends_equal_to_answer(engine):
     for mode in (THINKING, NO_THINKING):
         tokens = [p[mode].tokens for p in partials]
         assert tokens == sorted(tokens) and tokens[0] < tokens[-1]
-        assert all(expected[mode].text.startswith(p[mode].text) for p in partials)
+        assert all(expected[mode].raw.startswith(p[mode].raw) for p in partials)
         # A mode is marked done once its row stopped, and stays done.
         done = [p[mode].done for p in partials]
         assert done == sorted(done) and done[-1]
@@ -129,15 +129,12 @@ def test_sampling_follows_the_seed(engine):
     )
     greedy = engine.answer(picture(4), QUESTION, OPTIONS, settings=SHORT)
     assert timeless(first) == timeless(again)
-    assert (
-        first[THINKING].text != other[THINKING].text
-        or first[THINKING].text != greedy[THINKING].text
-    )
+    assert first[THINKING].raw != other[THINKING].raw or first[THINKING].raw != greedy[THINKING].raw
 
 
 def test_complete_batches_rows_with_their_own_limits(engine):
     prompts = [build_prompt(format_question(QUESTION, OPTIONS), m) for m in (THINKING, NO_THINKING)]
-    settings = GenerationSettings(exact_length=True)
+    settings = DecodingConfig(exact_length=True)
     rows = engine.complete(
         [picture(5), picture(6)], prompts, max_new_tokens=[6, 3], settings=settings
     )
@@ -176,7 +173,7 @@ def test_concurrent_calls_match_sequential_ones(engine):
     for thread in threads:
         thread.join(timeout=120)
     assert results == sequential
-    assert len({r[THINKING].text for r in results}) > 1  # the cases really differ
+    assert len({r[THINKING].raw for r in results}) > 1  # the cases really differ
 
 
 def test_question_errors_propagate_unchanged(engine):

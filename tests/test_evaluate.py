@@ -17,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from medr1_demo.engine import PolicyEngine
+from medr1_demo.policy.engine import PolicyEngine
 from medr1_demo.protocol import NO_THINKING, THINKING, solution_letter
-from trainer import evaluate, matrix, scores
-from trainer.results import RESULTS, RunMismatch, read_results
-from trainer.synth import write_dataset
+from trainer.eval import evaluate, matrix, scores
+from trainer.eval.run_folder import RESULTS, RunMismatch, read_results
+from trainer.phantoms.synth import write_dataset
 
 MODALITIES = ("CT", "MRI", "OCT")
 

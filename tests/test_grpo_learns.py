@@ -2,7 +2,7 @@
 
     .venv/bin/python -m pytest tests/test_grpo_learns.py -q -s   # about 3 minutes on 2 cores
 
-The experiment of docs/grpo-phantoms.md (`trainer.weak_start`, its default settings): a small
+The experiment of docs/grpo-phantoms.md (`trainer.experiments.weak_start`, its default settings): a small
 Qwen2-VL learns phantom modality recognition; a short SFT run teaches the no-thinking format and
 a little of the task (about 46% of 160 held-out questions); GRPO with Med-R1's rewards must do
 the rest by sampling. The test asserts that the mean training reward and the held-out accuracy (greedy,
@@ -12,7 +12,7 @@ seeded; the margins asserted are well inside what one run shows.
 
 import pytest
 
-from trainer.weak_start import Settings, experiment
+from trainer.experiments.weak_start import Settings, experiment
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Tests of medr1_demo.imaging: every DICOM file pydicom ships, DICOMs built here, plain pictures,
+"""Tests of medr1_demo.scan.reader: every DICOM file pydicom ships, DICOMs built here, plain pictures,
 refusals and the identifier allow-list. CPU only, offline, a few seconds.
 
 Run: .venv/bin/python -m pytest tests/test_imaging.py -q
@@ -30,7 +30,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from medr1_demo.imaging import (
+from medr1_demo.scan.reader import (
     CT_WINDOWS,
     DEFAULT_MAX_PIXELS,
     WINDOW_CHOICES,

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_two_process_grpo_completes(tiny_checkpoint, tmp_path):
-    from trainer.synth import write_dataset
+    from trainer.phantoms.synth import write_dataset
 
     data = tmp_path / "phantoms"
     write_dataset(data, 10, seed=1, image_size=64, dicom=False, progress=False)

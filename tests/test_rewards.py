@@ -9,7 +9,7 @@ import doctest
 import pytest
 
 from medr1_demo.protocol import NO_THINKING, THINKING
-from trainer import rewards
+from trainer.train import rewards
 
 TRUTH = "<answer> C </answer>"
 
@@ -114,13 +114,13 @@ def test_both_modes_check_each_row_against_its_own_mode():
 
 def test_import_path_and_unknown_names():
     assert (
-        rewards.resolve_reward("trainer.rewards:accuracy_reward", THINKING)
+        rewards.resolve_reward("trainer.train.rewards:accuracy_reward", THINKING)
         is rewards.accuracy_reward
     )
     with pytest.raises(ValueError, match="unknown reward 'accuracy_typo'"):
         rewards.resolve_reward("accuracy_typo", THINKING)
     with pytest.raises(ValueError, match="cannot be imported"):
-        rewards.resolve_reward("trainer.rewards:missing", THINKING)
+        rewards.resolve_reward("trainer.train.rewards:missing", THINKING)
     with pytest.raises(ValueError, match="mode must be one of"):
         rewards.resolve_reward("format", "fast")
     with pytest.raises(ValueError, match="reward_funcs is empty"):

@@ -119,12 +119,13 @@ def test_uploads_are_deleted_once_older_than_the_cache_age(tiny_engine, ct_dicom
     import gradio as gr
     import pydicom
 
-    from medr1_demo.config import AppConfig
-    from medr1_demo.ui import Backend, build_demo, configure_queue
+    from medr1_demo.config import AppConfig, DecodingConfig, ServerConfig
+    from medr1_demo.web.layout import Backend, build_demo, configure_queue
 
-    config = AppConfig()
-    config.server.cache_minutes = 2 / 60
-    config.decoding.max_new_tokens_thinking = config.decoding.max_new_tokens_no_thinking = 4
+    config = AppConfig(
+        decoding=DecodingConfig(max_new_tokens_thinking=4, max_new_tokens_no_thinking=4),
+        server=ServerConfig(cache_minutes=2 / 60),
+    )
     probe = tmp_path / f"probe-{uuid.uuid4().hex}.dcm"
     ds = pydicom.dcmread(ct_dicom)
     ds.SeriesDescription = probe.stem  # unique bytes: a cache folder of its own
@@ -144,12 +145,13 @@ def test_uploads_are_deleted_once_older_than_the_cache_age(tiny_engine, ct_dicom
 
 def test_basic_auth_keeps_the_page_and_api_closed(tiny_engine, ct_dicom):
     """With `--auth user:password` the API answers only a client that logs in."""
-    from medr1_demo.config import AppConfig
-    from medr1_demo.ui import Backend, build_demo, configure_queue, launch_options
+    from medr1_demo.config import AppConfig, DecodingConfig, ServerConfig
+    from medr1_demo.web.layout import Backend, build_demo, configure_queue, launch_options
 
-    config = AppConfig()
-    config.server.auth = "clinic:s3cret-pass"
-    config.decoding.max_new_tokens_thinking = config.decoding.max_new_tokens_no_thinking = 4
+    config = AppConfig(
+        decoding=DecodingConfig(max_new_tokens_thinking=4, max_new_tokens_no_thinking=4),
+        server=ServerConfig(auth="clinic:s3cret-pass"),
+    )
     backend = Backend(tiny_engine.info, tiny_engine.answer, tiny_engine.stream)
     demo = configure_queue(build_demo(backend, config), config)
     options = launch_options(config) | {"server_port": None, "quiet": True}

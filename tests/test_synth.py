@@ -15,8 +15,8 @@ from pydicom.pixels import apply_modality_lut
 from pydicom.uid import EnhancedCTImageStorage
 
 from medr1_demo.protocol import LETTERS, format_question, make_solution
-from trainer import dicom_export, synth
-from trainer.question_kinds import MODALITIES, MR, QUESTION_TYPES
+from trainer.phantoms import dicom_export, synth
+from trainer.phantoms.kinds import MODALITIES, MODALITY_RECOGNITION, QUESTION_TYPES
 
 N, SEED, SIZE = 48, 7, 64
 PYDICOM_ROOT, STANDARD_ROOT = "1.2.826.0.1.3680043.8.498.", "1.2.840.10008."
@@ -69,7 +69,7 @@ def test_every_modality_and_question_type_with_valid_options(dataset):
         assert r["rationale"].strip() and (dataset / r["image"]).is_file()
         assert ("dicom" in r) == (r["modality"] in dicom_export.DICOM_MODALITIES)
         # Modality recognition options are modality names and the answer is the image's own.
-        if r["question_type"] == MR:
+        if r["question_type"] == MODALITY_RECOGNITION:
             assert set(r["options"]) <= set(MODALITIES)
             assert r["options"][LETTERS.index(r["answer"])] == r["modality"]
 
@@ -162,7 +162,7 @@ def test_answers_are_balanced():
     """Canonical order: every kind deals its answers evenly (a k-option kind: about 1/k each)."""
     items = synth.plan(2000, SEED)
     for kind in {(it.modality, it.question_type) for it in items}:
-        if kind[1] == MR:
+        if kind[1] == MODALITY_RECOGNITION:
             continue  # the letter is the modality's fixed place in its panel
         chosen = [it for it in items if (it.modality, it.question_type) == kind]
         letters = Counter(it.answer for it in chosen)
@@ -254,7 +254,7 @@ def test_examples_gallery(tmp_path):
 
 def test_every_dicom_loads_in_the_app(dataset):
     imaging = pytest.importorskip(
-        "medr1_demo.imaging", reason="the app's imaging module is not there yet"
+        "medr1_demo.scan.reader", reason="the app's imaging module is not there yet"
     )
     for r in records(dataset):
         if "dicom" in r:

@@ -1,4 +1,4 @@
-"""Tests for `medr1_demo.tiny`: tiny checkpoints look and load like real Qwen2-VL ones.
+"""Tests for `medr1_demo.policy.tiny`: tiny checkpoints look and load like real Qwen2-VL ones.
 
 Run: `.venv/bin/python -m pytest tests/test_tiny.py -q`
 """
@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
-from medr1_demo.tiny import SPECIAL_TOKENS, build_tiny_checkpoint
+from medr1_demo.policy.tiny import SPECIAL_TOKENS, build_tiny_checkpoint
 
 CURRENT_FILES = {
     "config.json",

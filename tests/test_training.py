@@ -1,7 +1,7 @@
 """Training end to end on CPU with a tiny Qwen2-VL: recipes, SFT, GRPO, LoRA + merge, resume.
 
-Run with `pytest tests/test_training.py -q`. Every run goes through `trainer.sft.train` /
-`trainer.grpo.train` with arguments parsed from the tiny recipes, as `python -m trainer` does.
+Run with `pytest tests/test_training.py -q`. Every run goes through `trainer.train.sft.train` /
+`trainer.train.grpo.train` with arguments parsed from the tiny recipes, as `python -m trainer` does.
 
 Why GRPO here starts from an SFT warm start: a randomly initialised model never writes an
 `<answer>` tag, so Med-R1's rewards are all 0, every advantage is 0, the loss and its gradient are
@@ -18,10 +18,10 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from medr1_demo import protocol
-from trainer import grpo, sft
-from trainer.arguments import parse_recipe
-from trainer.data import TRAINING_MODES
-from trainer.rewards import resolve_rewards
+from trainer.train import grpo, sft
+from trainer.train.arguments import parse_recipe
+from trainer.train.data import TRAINING_MODES
+from trainer.train.rewards import resolve_rewards
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(
@@ -107,7 +107,7 @@ def test_accelerate_configs_load(config):
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory):
     """A few synthetic phantom questions in Med-R1 split format, with rationales."""
-    from trainer.synth import write_dataset
+    from trainer.phantoms.synth import write_dataset
 
     out = tmp_path_factory.mktemp("phantoms")
     write_dataset(out, 12, seed=0, image_size=64, dicom=False, progress=False)
@@ -140,8 +140,8 @@ def changed(before: dict, after: dict) -> list[str]:
 
 def served_by_engine(folder: Path, data: Path, adapter: Path | None = None):
     """Load the checkpoint as the app does, answer one phantom question in both modes; its info."""
-    from medr1_demo.engine import PolicyEngine
-    from medr1_demo.imaging import load_scan
+    from medr1_demo.policy.engine import PolicyEngine
+    from medr1_demo.scan.reader import load_scan
 
     record = json.loads(data.read_text())[0]
     question, options = protocol.split_question(record["problem"])
@@ -212,7 +212,7 @@ def test_grpo_moves_the_weights_and_the_engine_serves_the_result(warm_start, pha
 
 
 def test_lora_grpo_saves_an_adapter_that_merges_into_full_weights(warm_start, phantoms, tmp_path):
-    from trainer import merge
+    from trainer.train import merge
 
     start = warm_start[0]
     out = tmp_path / "lora"

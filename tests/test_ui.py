@@ -1,7 +1,7 @@
 """The page's handlers, called directly on a real tiny engine and real DICOM files.
 
-Run: `.venv/bin/python -m pytest tests/test_ui.py -q`. Also covers the app's configuration
-(precedence CLI > env > YAML > defaults) and that the UI modules never import torch.
+Run: `.venv/bin/python -m pytest tests/test_ui.py -q`. Also checks that the page's modules never
+import torch, and that an upload is read once however often it is shown and asked about.
 """
 
 import json
@@ -12,19 +12,20 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from pydicom.data import get_testdata_file
 
-from medr1_demo.config import AppConfig, ConfigError, load_config
+from medr1_demo.config import AppConfig, DecodingConfig
 from medr1_demo.protocol import MODES, NO_THINKING, THINKING
-from medr1_demo.ui import Backend, Handlers, load_examples
+from medr1_demo.web.layout import Backend, Handlers, load_examples
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def handlers(tiny_engine) -> Handlers:
-    config = AppConfig()
-    config.decoding.max_new_tokens_thinking = 24
-    config.decoding.max_new_tokens_no_thinking = 8
+    config = AppConfig(
+        decoding=DecodingConfig(max_new_tokens_thinking=24, max_new_tokens_no_thinking=8)
+    )
     backend = Backend(tiny_engine.info, tiny_engine.answer, tiny_engine.stream)
     return Handlers(backend, config)
 
@@ -44,7 +45,7 @@ def _check_answered(result: dict, n_options: int) -> None:
 
 def test_ui_modules_do_not_import_torch():
     code = (
-        "import sys, medr1_demo.ui, medr1_demo.handlers, medr1_demo.render, medr1_demo.config\n"
+        "import sys, medr1_demo.web.layout, medr1_demo.web.handlers, medr1_demo.web.render, medr1_demo.config\n"
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -141,7 +142,7 @@ def test_bad_requests_get_plain_messages(
 def test_generation_failure_is_a_message_and_the_next_request_is_served(handlers, ct_dicom):
     # A real out-of-memory or CUDA failure cannot be provoked on a CPU; the engine's error type
     # is raised from the stream instead, and then the real engine answers again.
-    from medr1_demo.engine import GenerationError
+    from medr1_demo.policy.engine import GenerationError
 
     def failing_answer(*args, **kwargs):
         raise GenerationError("the GPU ran out of memory")
@@ -206,35 +207,50 @@ def test_examples_load_with_existing_files():
     assert len(rows) == len(labels)
 
 
-def test_config_precedence_cli_over_env_over_yaml(tmp_path):
-    yaml_file = tmp_path / "app.yaml"
-    yaml_file.write_text("model:\n  model: from-yaml\n  subfolder: VQA_CT\nserver:\n  port: 7001\n")
-    env = {"MEDR1_CONFIG": str(yaml_file), "MEDR1_MODEL": "from-env", "GRADIO_SERVER_PORT": "7002"}
-    config = load_config(["--model", "from-cli"], env)
-    assert (config.model.model, config.model.subfolder, config.server.port) == (
-        "from-cli",
-        "VQA_CT",
-        7002,
+def test_an_upload_is_read_once_however_often_it_is_shown_and_asked(tiny_engine, tmp_path):
+    from medr1_demo.scan.cache import ScanCache
+    from medr1_demo.scan.reader import open_scan
+
+    opened = []
+
+    def counting_open(path):
+        opened.append(path)
+        return open_scan(path)
+
+    source = get_testdata_file("rtdose.dcm", download=False)  # 15 frames
+    upload = tmp_path / "upload"
+    upload.write_bytes(Path(source).read_bytes())
+    backend = Backend(tiny_engine.info, tiny_engine.answer, tiny_engine.stream)
+    config = AppConfig(
+        decoding=DecodingConfig(max_new_tokens_thinking=4, max_new_tokens_no_thinking=4)
     )
-    config = load_config([], {"MEDR1_CONFIG": str(yaml_file)})
-    assert (config.model.model, config.server.port, config.server.host) == (
-        "from-yaml",
-        7001,
-        "127.0.0.1",
-    )
+    handlers = Handlers(backend, config, ScanCache(opener=counting_open))
+    handlers.new_scan(str(upload))
+    handlers.show_scan(str(upload), 3, "full range")  # a frame and a window change
+    handlers.show_scan(str(upload), 3, "auto")
+    result = handlers.answer_api(str(upload), "Which?", ["CT", "MRI"], frame=2)
+    assert result["ok"] and result["scan"]["frame"] == 2
+    assert len(opened) == 1
+
+    upload.unlink()  # Gradio deleted the upload: its entry goes, and the page says so
+    result = handlers.answer_api(str(upload), "Which?", ["CT", "MRI"])
+    assert not result["ok"] and "upload it again" in result["error"]
+    assert len(handlers.scans) == 0
 
 
-@pytest.mark.parametrize(
-    "yaml_text, env, expected",
-    [
-        ("model:\n  modle: x\n", {}, "unknown setting model.modle"),  # a typo in a key
-        ("server:\n  port: eighty\n", {}, "is not a valid int"),  # a value of the wrong type
-        ("", {"MEDR1_QUANTIZATION": "3bit"}, "4bit or 8bit"),  # an unknown quantization
-        ("", {"MEDR1_AUTH": "nocolon"}, "user:password"),  # auth without a password
-    ],
-)
-def test_config_errors_are_plain(tmp_path, yaml_text, env, expected):
-    yaml_file = tmp_path / "app.yaml"
-    yaml_file.write_text(yaml_text)
-    with pytest.raises(ConfigError, match=expected):
-        load_config([], {"MEDR1_CONFIG": str(yaml_file), **env})
+def test_the_scan_cache_is_bounded(tmp_path):
+    from medr1_demo.scan.cache import ScanCache
+
+    cache = ScanCache(max_entries=2)
+    files = []
+    for index in range(3):
+        path = tmp_path / f"scan-{index}.png"
+        Image.new("L", (32 + index, 32), index * 60).save(path)
+        files.append(path)
+        cache.open(str(path))
+    assert len(cache) == 2
+    assert cache.open(str(files[2])).picture().image.size == (34, 32)  # the newest stays
+    tight = ScanCache(max_bytes=1)  # over the byte budget: only the scan in use is kept
+    for path in files:
+        tight.open(str(path))
+    assert len(tight) == 1

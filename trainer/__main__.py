@@ -9,28 +9,34 @@ import sys
 
 COMMANDS = {
     "grpo": (
-        "trainer.grpo",
+        "trainer.train.grpo",
         "GRPO with Med-R1's rewards (thinking or no-thinking): --config recipe.yaml",
     ),
     "sft": (
-        "trainer.sft",
+        "trainer.train.sft",
         "supervised baseline / warm start on the same data: --config recipe.yaml",
     ),
     "eval": (
-        "trainer.evaluate",
+        "trainer.eval.evaluate",
         "accuracy tables per file, modality and question type, both modes",
     ),
     "matrix": (
-        "trainer.matrix",
+        "trainer.eval.matrix",
         "cross-generalisation heatmaps from several checkpoints x test splits",
     ),
-    "synth": ("trainer.synth", "procedurally generated phantom scans in Med-R1 split format"),
+    "synth": (
+        "trainer.phantoms.synth",
+        "procedurally generated phantom scans in Med-R1 split format",
+    ),
     "validate": (
-        "trainer.validate",
+        "trainer.train.validate",
         "check a dataset's records before training (file:index: reason)",
     ),
-    "merge": ("trainer.merge", "merge a LoRA adapter into full weights the app can serve"),
-    "demo": ("trainer.demo", "rebuild the bundled demo policy on CPU: synth, SFT, GRPO, eval"),
+    "merge": ("trainer.train.merge", "merge a LoRA adapter into full weights the app can serve"),
+    "demo": (
+        "trainer.experiments.demo_policy",
+        "rebuild the bundled demo policy on CPU: synth, SFT, GRPO, eval",
+    ),
 }
 
 

@@ -1,0 +1,360 @@
+"""The policy engine: loads a Med-R1 policy and answers a question in both modes side by side.
+
+    engine = PolicyEngine.load("yuxianglai117/Med-R1", subfolder="VQA_CT")  # or a local folder
+    answers = engine.answer(image, "Which organ is shown?", ["Liver", "Kidney"])
+    for partial in engine.stream(image, question, options): ...  # dict: mode -> ModeAnswer
+    for finished in engine.complete_many(requests, batch_size=64): ...  # many questions
+
+Run `python -m medr1_demo.policy.engine MODEL IMAGE "question" "A" "B" ...` to answer one question.
+"""
+
+import dataclasses
+import itertools
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+from PIL import Image
+from transformers import StoppingCriteriaList
+
+from medr1_demo.config import DecodingConfig
+from medr1_demo.policy import batching, checkpoint
+from medr1_demo.policy.generation import (
+    BatchStreamer,
+    GenerationError,
+    RowLimits,
+    generation_config,
+    generation_errors,
+    until_stop,
+)
+from medr1_demo.protocol import LETTERS, MODES, Question, build_prompt, parse_output, user_turn
+from medr1_demo.results import ModeAnswer, ModelInfo
+
+
+class PolicyEngine:
+    """A loaded policy plus its processor; answers Med-R1 questions in thinking and no-thinking.
+
+    What it does: formats the question with `protocol`, renders the chat template, lets the
+    processor resize the image (the checkpoint's min/max pixels decide the resolution), generates
+    all modes in ONE batched, left-padded `generate` call (each row stopped at its own token
+    limit), and reads the outputs with `protocol.parse_output`.
+
+    What it does not know: Gradio, HTTP, files or DICOM (it takes a PIL image and strings), users,
+    sessions or queues. It never logs question text or images.
+
+    Concurrency: one `threading.Lock` serialises generation on the model, so concurrent callers
+    each get exactly the result they would get alone (the app's Gradio queue also limits
+    concurrency). A streaming call holds the lock until its generation ends, in a worker thread;
+    if the consumer stops iterating early the generation is cancelled at the next step and the
+    lock released.
+    """
+
+    def __init__(self, model, processor, info: ModelInfo):
+        self.model, self.processor, self.info = model, processor, info
+        self._lock = threading.Lock()
+        eos = model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        self.stop_ids = set(eos) | {processor.tokenizer.eos_token_id}
+        self.pad_id = processor.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = eos[0] if eos else processor.tokenizer.eos_token_id
+
+    @classmethod
+    def load(
+        cls,
+        model: str | None,
+        *,
+        subfolder: str | None = None,
+        adapter: str | None = None,
+        device: str = "auto",
+        dtype="auto",
+        quantization: str | None = None,
+        attn_implementation: str = "auto",
+    ) -> "PolicyEngine":
+        """Load a policy: a folder or hub id (+ sub-folder), optionally with a LoRA adapter.
+
+        `model` may be None with an adapter whose adapter_config.json names its base model; a
+        `model` folder that holds only an adapter is treated the same way.
+        """
+        adapter_dir = checkpoint.resolve_source(adapter) if adapter else None
+        folder = checkpoint.resolve_source(model, subfolder) if model else None
+        if folder is not None and not (folder / "config.json").exists() and adapter_dir is None:
+            adapter_dir, folder = folder, None  # the folder is an adapter
+        base_name = checkpoint.adapter_base(adapter_dir) if adapter_dir else None
+        if folder is None:
+            if not base_name:
+                raise checkpoint.PolicyLoadError("No model given, and no adapter naming its base.")
+            folder = checkpoint.resolve_source(base_name)
+        has_tokenizer = adapter_dir is not None and (adapter_dir / "tokenizer_config.json").exists()
+        processor = checkpoint.load_processor(adapter_dir if has_tokenizer else folder)
+        policy = checkpoint.load_model(
+            folder,
+            device=device,
+            dtype=dtype,
+            quantization=quantization,
+            attn_implementation=attn_implementation,
+            adapter=adapter_dir,
+        )
+        metadata = checkpoint.read_policy_metadata(folder)
+        if adapter_dir is not None:
+            metadata.update(checkpoint.read_policy_metadata(adapter_dir))
+        info = ModelInfo(
+            model_id=str(model) if model else str(base_name),
+            subfolder=subfolder,
+            adapter=str(adapter) if adapter else (str(adapter_dir) if adapter_dir else None),
+            base_model=metadata.get("base_model") or base_name,
+            trained_mode=metadata.get("mode"),
+            description=metadata.get("description"),
+            device=str(policy.device),
+            dtype=str(policy.dtype).removeprefix("torch."),
+            parameters=sum(p.numel() for p in policy.parameters()),
+            processor=checkpoint.processor_kind(processor),
+        )
+        return cls(policy, processor, info)
+
+    # ------------------------------------------------------------------------------ generation
+
+    def model_inputs(self, images: list[Image.Image], prompts: list[str]):
+        """Model-ready inputs (left-padded) for one image + prompt text per row, on the device."""
+        if len(images) != len(prompts) or not prompts:
+            raise ValueError("model_inputs needs one image per prompt, and at least one row.")
+        texts = [
+            self.processor.apply_chat_template(
+                user_turn(p), add_generation_prompt=True, tokenize=False
+            )
+            for p in prompts
+        ]
+        try:
+            rgb = [image.convert("RGB") for image in images]
+            batch = self.processor(text=texts, images=rgb, padding=True, return_tensors="pt")
+        except (ValueError, OSError) as error:
+            raise GenerationError(
+                f"The image could not be prepared for the model: {error}"
+            ) from error
+        return batch.to(self.model.device)
+
+    def generation_config(self, settings: DecodingConfig, limits: list[int]):
+        """`generate`'s settings for a batch whose rows stop at `limits` (the longest decides)."""
+        return generation_config(self.model, settings, limits, self.pad_id, self.stop_ids)
+
+    def until_stop(self, tokens: list[int], limit: int) -> list[int]:
+        """A row's generated tokens up to and including its first stop token, at most `limit`."""
+        return until_stop(tokens, limit, self.stop_ids)
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def _run(self, images, prompts, limits, settings, streamer=None, cancel=None):
+        """One batched generate call (the caller holds the lock) -> [(text, tokens, seconds)].
+
+        `streamer` receives every step (a BatchStreamer); `cancel` ends the batch early.
+        """
+        streamer = streamer or BatchStreamer(limits, self.stop_ids)
+        cancel = cancel or threading.Event()
+        batch = self.model_inputs(images, prompts)
+        prompt_length = batch["input_ids"].shape[1]
+        if settings.do_sample and settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        with generation_errors(), torch.inference_mode():
+            output = self.model.generate(
+                **batch,
+                generation_config=self.generation_config(settings, limits),
+                stopping_criteria=StoppingCriteriaList([RowLimits(prompt_length, limits, cancel)]),
+                streamer=streamer,
+            )
+        elapsed = time.perf_counter() - streamer.start
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        results = []
+        for row, limit in enumerate(limits):
+            tokens = self.until_stop(sequences[row, prompt_length:].tolist(), limit)
+            seconds = streamer.finished[row] if streamer.finished[row] is not None else elapsed
+            results.append((self.decode(tokens), len(tokens), seconds))
+        return results
+
+    def complete(
+        self,
+        images: list[Image.Image],
+        prompts: list[str],
+        *,
+        max_new_tokens: int | list[int],
+        settings: DecodingConfig | None = None,
+    ) -> list[tuple[str, int]]:
+        """Batched generation: one (image, `build_prompt` text) per row -> (text, tokens) per row."""
+        limits = (
+            [max_new_tokens] * len(prompts)
+            if isinstance(max_new_tokens, int)
+            else list(max_new_tokens)
+        )
+        if len(limits) != len(prompts) or min(limits, default=1) < 1:
+            raise ValueError("max_new_tokens needs one positive limit per prompt.")
+        with self._lock:
+            rows = self._run(images, prompts, limits, settings or DecodingConfig())
+        return [(text, tokens) for text, tokens, _ in rows]
+
+    def complete_many(
+        self,
+        requests: Iterable[tuple[Image.Image, str, int]],
+        *,
+        batch_size: int = 64,
+        settings: DecodingConfig | None = None,
+        continuous_batching: bool = True,
+    ) -> Iterator[list[tuple[int, str, int]]]:
+        """Answer many (image, `build_prompt` text, token limit) requests, read lazily.
+
+        Yields lists of (request index, text, tokens) as rows finish, in no fixed order. With
+        `continuous_batching` (and a model `batching.supported`), finished rows leave the batch
+        and waiting requests take their places (see `medr1_demo.policy.batching`); otherwise
+        requests go in fixed batches, each running until its longest row ends.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1.")
+        settings = settings or DecodingConfig()
+        with self._lock:
+            if continuous_batching and batching.supported(self.model):
+                yield from batching.complete(self, requests, batch_size, settings)
+                return
+            numbered = enumerate(requests)
+            while chunk := list(itertools.islice(numbered, batch_size)):
+                indices, rows = zip(*chunk, strict=True)
+                images, prompts, limits = (list(column) for column in zip(*rows, strict=True))
+                outputs = self._run(images, prompts, limits, settings)
+                yield [(i, text, n) for i, (text, n, _) in zip(indices, outputs, strict=True)]
+
+    # ------------------------------------------------------------------------------- questions
+
+    @staticmethod
+    def _rows(question, options, modes, settings):
+        """(the checked Question, modes, one prompt and one token limit per mode, settings)."""
+        asked = question if isinstance(question, Question) else Question.ask(question, options)
+        modes = tuple(modes)
+        unknown = [m for m in modes if m not in MODES]
+        if unknown or not modes:
+            raise ValueError(f"modes must be a non-empty subset of {MODES}, not {modes!r}")
+        settings = settings or DecodingConfig()
+        prompts = [build_prompt(asked.formatted, mode) for mode in modes]
+        return asked, modes, prompts, [settings.tokens_for(m) for m in modes], settings
+
+    @staticmethod
+    def _mode_answer(mode, text, tokens, seconds, options, done=True) -> ModeAnswer:
+        parsed = parse_output(text, mode, n_options=len(options))
+        index = LETTERS.index(parsed.letter) if parsed.letter else None
+        return ModeAnswer(
+            mode=mode,
+            raw=text,
+            rationale=parsed.rationale,
+            letter=parsed.letter,
+            option_text=options[index] if index is not None else None,
+            format_ok=parsed.format_ok,
+            problem=parsed.problem,
+            tokens=tokens,
+            seconds=round(seconds, 3),
+            done=done,
+        )
+
+    def _answers(self, modes, rows, options) -> dict[str, ModeAnswer]:
+        """mode -> finished ModeAnswer, from one (text, tokens, seconds) row per mode."""
+        return {
+            mode: self._mode_answer(mode, text, tokens, seconds, options)
+            for mode, (text, tokens, seconds) in zip(modes, rows, strict=True)
+        }
+
+    def answer(
+        self,
+        image: Image.Image,
+        question: Question | str,
+        options: list[str] | None = None,
+        modes=MODES,
+        settings: DecodingConfig | None = None,
+    ) -> dict[str, ModeAnswer]:
+        """Answer in every mode of `modes` with one batched generation; mode -> ModeAnswer.
+
+        `question` is a checked `protocol.Question`, or the question's text with its `options`.
+        """
+        asked, modes, prompts, limits, settings = self._rows(question, options, modes, settings)
+        with self._lock:
+            rows = self._run([image] * len(prompts), prompts, limits, settings)
+        return self._answers(modes, rows, asked.options)
+
+    def stream(
+        self,
+        image: Image.Image,
+        question: Question | str,
+        options: list[str] | None = None,
+        modes=MODES,
+        settings: DecodingConfig | None = None,
+    ) -> Iterator[dict[str, ModeAnswer]]:
+        """Like `answer`, yielding growing partial answers as tokens arrive.
+
+        A mode is `done` once its row stopped; the last yield has every mode done and equals what
+        `answer` returns (same batch, same decoding).
+        """
+        asked, modes, prompts, limits, settings = self._rows(question, options, modes, settings)
+        cancel, box = threading.Event(), {}
+        streamer = BatchStreamer(limits, self.stop_ids)
+
+        def work():
+            try:
+                with self._lock:
+                    if cancel.is_set():  # the consumer left while this call waited for the lock
+                        return
+                    streamer.start = time.perf_counter()
+                    box["rows"] = self._run(
+                        [image] * len(prompts), prompts, limits, settings, streamer, cancel
+                    )
+            except BaseException as error:  # handed to the consumer, raised there
+                box["error"] = error
+            finally:
+                streamer.updates.put(None)  # wake the consumer even when generate failed early
+
+        worker = threading.Thread(target=work, name="policy-generate", daemon=True)
+        worker.start()
+        try:
+            while (update := streamer.newest()) is not None:
+                yield self._partial(modes, asked.options, update, streamer.start)
+            worker.join()
+            if "error" in box:
+                error = box["error"]
+                if isinstance(error, GenerationError | ValueError):
+                    raise error
+                raise GenerationError(f"Generation failed: {error}") from error
+            yield self._answers(modes, box["rows"], asked.options)
+        finally:
+            cancel.set()  # a consumer that stopped early ends the generation at its next step
+            worker.join()
+
+    def _partial(self, modes, options, update, start) -> dict[str, ModeAnswer]:
+        tokens, finished = update
+        now = time.perf_counter() - start
+        answers = {}
+        for row, mode in enumerate(modes):
+            done = finished[row] is not None
+            kept = self.until_stop(tokens[row], len(tokens[row]))
+            # A partial multi-byte character decodes to U+FFFD; it completes on a later step.
+            text = self.decode(kept) if done else self.decode(kept).rstrip("\ufffd")
+            seconds = finished[row] if done else now
+            answers[mode] = self._mode_answer(mode, text, len(kept), seconds, options, done)
+        return answers
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="Answer one question with a Med-R1 policy.")
+    parser.add_argument("model")
+    parser.add_argument("image", type=Path)
+    parser.add_argument("question")
+    parser.add_argument("options", nargs="+")
+    parser.add_argument("--subfolder")
+    parser.add_argument("--adapter")
+    args = parser.parse_args(argv)
+    engine = PolicyEngine.load(args.model, subfolder=args.subfolder, adapter=args.adapter)
+    answers = engine.answer(Image.open(args.image), args.question, args.options)
+    print(json.dumps({m: dataclasses.asdict(a) for m, a in answers.items()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""What the policy engine returns: each mode's answer, and what was loaded to give it; no torch.
+
+The engine returns these, the page renders them (`medr1_demo.web.render`), the API sends them as
+JSON. Keeping them torch-free keeps the page torch-free.
+"""
+
+from dataclasses import dataclass
+
+from medr1_demo.protocol import MODES
+
+
+@dataclass(frozen=True)
+class ModeAnswer:
+    """One mode's answer to one question. While streaming, `done` is False and fields grow."""
+
+    mode: str
+    raw: str  # the completion as generated
+    rationale: str | None  # text inside <think> (thinking mode)
+    letter: str | None  # the answer letter, None when the output holds no valid answer
+    option_text: str | None  # the option the letter names
+    format_ok: bool  # kept Med-R1's format for this mode
+    problem: str | None  # why there is no valid answer, in plain words
+    tokens: int  # tokens generated so far
+    seconds: float  # wall time since generation started
+    done: bool = True
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the engine loaded, for the UI's model panel and the evaluator's reports."""
+
+    model_id: str  # local path or hub repo id
+    subfolder: str | None
+    adapter: str | None
+    base_model: str | None  # from the checkpoint's metadata or the adapter's config
+    trained_mode: str | None  # "thinking" / "no-thinking" when the checkpoint's metadata says
+    description: str | None  # e.g. "demo policy trained on synthetic phantoms"
+    device: str
+    dtype: str
+    parameters: int
+    processor: str  # "stock" or "image-only" (no torchvision)
+
+
+def modes_agree(answers: dict[str, ModeAnswer]) -> bool | None:
+    """True/False when both modes gave a valid letter, None when that cannot be judged."""
+    letters = [answers[m].letter for m in MODES if m in answers]
+    if len(letters) < 2 or None in letters:
+        return None
+    return letters[0] == letters[1]

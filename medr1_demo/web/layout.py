@@ -1,0 +1,258 @@
+"""The clinician page: Gradio Blocks layout wired to `medr1_demo.web.handlers`. Never imports torch.
+
+`build_demo(backend, config)` returns the Blocks; `app.py` loads the engine, wraps its calls in a
+`Backend`, and launches with `launch_options(config)` (theme, css, auth, ...).
+
+Named API endpoints: `/answer` (one JSON result) and `/answer_stream` (growing JSON results); see
+docs/api.md. Page-only events are private: they are not part of the API.
+"""
+
+import json
+from pathlib import Path
+
+import gradio as gr
+
+from medr1_demo.config import AppConfig
+from medr1_demo.protocol import MAX_OPTIONS, MIN_OPTIONS, MODES, NO_THINKING, THINKING
+from medr1_demo.scan.windowing import WINDOW_CHOICES
+from medr1_demo.web import render
+from medr1_demo.web.handlers import Backend, Handlers
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES_DIR = ROOT / "assets" / "examples"
+CSS = Path(__file__).with_name("page.css").read_text(encoding="utf-8")
+MODE_CHOICES = [(render.MODE_LABELS[m], m) for m in MODES]
+PRIVATE = {"api_visibility": "private"}
+
+__all__ = ["Backend", "Handlers", "build_demo", "launch_options", "load_examples", "theme"]
+
+
+def theme() -> gr.themes.Base:
+    """A quiet clinical theme with system fonts (nothing fetched from a font CDN)."""
+    return gr.themes.Default(
+        primary_hue="blue",
+        neutral_hue="slate",
+        radius_size="sm",
+        font=["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "sans-serif"],
+        font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
+    )
+
+
+def launch_options(config: AppConfig, examples_dir: Path = EXAMPLES_DIR) -> dict:
+    """Keyword arguments for `demo.launch`: address, login, styling, upload limit; never shared."""
+    server = config.server
+    auth = tuple(server.auth.split(":", 1)) if server.auth else None
+    return {
+        "server_name": server.host,
+        "server_port": server.port,
+        "auth": auth,
+        "share": False,
+        "theme": theme(),
+        "css": CSS,
+        "max_file_size": f"{server.max_upload_mb}mb",
+        "allowed_paths": [str(examples_dir)] if Path(examples_dir).is_dir() else None,
+        "show_error": False,
+        "footer_links": ["api"],
+        "run_history": False,  # would keep questions and answers in the browser
+        "enable_monitoring": False,
+        "mcp_server": False,
+    }
+
+
+def load_examples(folder: Path = EXAMPLES_DIR) -> tuple[list[list[str]], list[str]]:
+    """Rows (file, question, options one per line) and labels from `folder`/examples.json."""
+    index = Path(folder) / "examples.json"
+    if not index.exists():
+        return [], []
+    rows, labels = [], []
+    for entry in json.loads(index.read_text(encoding="utf-8")):
+        file = Path(folder) / entry["file"]
+        if file.exists():
+            rows.append([str(file), entry["question"], "\n".join(entry["options"])])
+            labels.append(
+                " · ".join(filter(None, (entry.get("modality"), entry.get("question_type"))))
+            )
+    return rows, labels
+
+
+def _header(backend: Backend) -> str:
+    notice = render.message_html(backend.notice, "warning") if backend.notice else ""
+    return (
+        '<header class="medr1-header"><h1>Med-R1 <span>thinking vs no thinking</span></h1>'
+        "<p>Upload a scan, ask a multiple-choice question, and compare the policy's answer "
+        "with a step-by-step rationale against its direct answer.</p></header>"
+        f"{render.disclaimer_html()}{notice}"
+    )
+
+
+def build_demo(
+    backend: Backend, config: AppConfig | None = None, examples_dir: Path = EXAMPLES_DIR
+) -> gr.Blocks:
+    """The page and its API over `backend`; queue it with `configure_queue` before launching."""
+    config = config or AppConfig()
+    handlers = Handlers(backend, config)
+    server = config.server
+    age = max(1, round(server.cache_minutes * 60))  # uploads older than this are deleted...
+    every = min(300, max(1, age // 4))  # ...by a sweep this often, and all at shutdown
+    generation = {"concurrency_id": "generation", "concurrency_limit": server.concurrency}
+    light = {"concurrency_id": "scan", "concurrency_limit": 4, **PRIVATE}
+
+    with gr.Blocks(
+        title="Med-R1 clinician demo",
+        analytics_enabled=False,
+        delete_cache=(every, age),
+    ) as demo:
+        gr.HTML(_header(backend))
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=320):
+                gr.HTML('<h2 class="medr1-h2">Scan</h2>')
+                scan_file = gr.File(
+                    label="Scan file: DICOM (with or without .dcm), PNG or JPEG",
+                    type="filepath",
+                    height=150,
+                    elem_id="scan-file",
+                )
+                scan_notes = gr.HTML(elem_id="scan-notes")
+                preview = gr.HTML(render.preview_html(None), elem_id="scan-preview")
+                frame = gr.Slider(1, 2, value=1, step=1, label="Frame", visible=False)
+                window = gr.Dropdown(
+                    list(WINDOW_CHOICES), value="auto", label="Window", visible=False
+                )
+                with gr.Accordion("Scan details (identifiers removed)", open=False):
+                    meta = gr.HTML(elem_id="scan-meta")
+            with gr.Column(scale=7, min_width=420):
+                gr.HTML('<h2 class="medr1-h2">Question</h2>')
+                question = gr.Textbox(
+                    label="Question",
+                    lines=2,
+                    max_length=server.max_question_chars,
+                    placeholder="What imaging technique is employed for obtaining this image?",
+                    elem_id="question",
+                )
+                options = gr.Textbox(
+                    label=f"Answer options, one per line ({MIN_OPTIONS} to {MAX_OPTIONS}); "
+                    "they become A, B, C, …",
+                    lines=4,
+                    placeholder="CT\nMRI\nX-Ray\nUltrasound",
+                    elem_id="options",
+                )
+                with gr.Row(equal_height=False):
+                    modes = gr.CheckboxGroup(
+                        MODE_CHOICES, value=list(MODES), label="Modes", scale=3, elem_id="modes"
+                    )
+                    split = gr.Button(
+                        "Split A)… B)… options out of the question",
+                        size="sm",
+                        variant="secondary",
+                        scale=2,
+                        elem_id="split",
+                    )
+                asked = gr.HTML(elem_id="asked")
+                run = gr.Button("Answer", variant="primary", elem_id="run")
+                status = gr.HTML(elem_id="status")
+                with gr.Row(equal_height=False):
+                    with gr.Column(elem_id="col-thinking", min_width=240):
+                        think_card = gr.HTML(render.answer_card(THINKING, None))
+                        with gr.Accordion("Reasoning", open=True):
+                            think_rationale = gr.HTML(render.rationale_html(None))
+                        with gr.Accordion("Raw output", open=False):
+                            think_raw = gr.HTML(render.raw_output_html(None))
+                    with gr.Column(elem_id="col-no-thinking", min_width=240):
+                        plain_card = gr.HTML(render.answer_card(NO_THINKING, None))
+                        with gr.Accordion("Raw output", open=False):
+                            plain_raw = gr.HTML(render.raw_output_html(None))
+                agree = gr.HTML(render.agreement_html(None), elem_id="agreement")
+
+        rows, labels = load_examples(examples_dir)
+        if rows:
+            gr.Examples(
+                rows,
+                inputs=[scan_file, question, options],
+                label="Example cases (synthetic phantoms, no patient data)",
+                example_labels=labels,
+                cache_examples=False,
+                examples_per_page=16,
+            )
+        with gr.Accordion("Model", open=True):
+            gr.HTML(render.model_panel(backend.info, backend.notice), elem_id="model-panel")
+
+        # Inputs of the named API endpoints; never shown on the page.
+        with gr.Column(visible=False):
+            api_scan = gr.File(label="scan", type="filepath")
+            api_question = gr.Textbox(label="question")
+            api_options = gr.JSON(label="options")
+            api_modes = gr.CheckboxGroup(list(MODES), value=list(MODES), label="modes")
+            api_frame = gr.Number(None, precision=0, label="frame")
+            api_window = gr.Dropdown(list(WINDOW_CHOICES), value="auto", label="window")
+            api_result = gr.JSON(label="result")
+            api_trigger = gr.Button("api")
+
+        scan_views = [preview, frame, window, meta, scan_notes]
+        scan_file.change(handlers.new_scan, scan_file, scan_views, show_progress="minimal", **light)
+        gr.on(
+            [frame.release, window.input],
+            handlers.show_scan,
+            [scan_file, frame, window],
+            [preview, scan_notes],
+            show_progress="minimal",
+            **light,
+        )
+        split.click(handlers.split, question, [question, options, status], queue=False, **PRIVATE)
+        gr.on(
+            [question.change, options.change],
+            handlers.asked,
+            [question, options],
+            asked,
+            queue=False,
+            show_progress="hidden",
+            trigger_mode="always_last",
+            **PRIVATE,
+        )
+        page_outputs = [
+            status,
+            think_card,
+            think_rationale,
+            think_raw,
+            plain_card,
+            plain_raw,
+            agree,
+            asked,
+        ]
+        run.click(
+            handlers.run,
+            [scan_file, frame, window, question, options, modes],
+            page_outputs,
+            show_progress="full",
+            show_progress_on=[status],
+            **generation,
+            **PRIVATE,
+        )
+        api_inputs = [api_scan, api_question, api_options, api_modes, api_frame, api_window]
+        api_trigger.click(
+            handlers.answer_api,
+            api_inputs,
+            api_result,
+            api_name="answer",
+            api_description="Answer a multiple-choice question about a scan in both modes.",
+            show_progress="hidden",
+            **generation,
+        )
+        api_trigger.click(
+            handlers.stream_api,
+            api_inputs,
+            api_result,
+            api_name="answer_stream",
+            api_description="As /answer, streaming growing results; the last has done=true.",
+            show_progress="hidden",
+            **generation,
+        )
+    return demo
+
+
+def configure_queue(demo: gr.Blocks, config: AppConfig) -> gr.Blocks:
+    """A bounded queue: overload is refused with a message instead of waiting forever."""
+    return demo.queue(
+        max_size=config.server.queue_size,
+        default_concurrency_limit=config.server.concurrency,
+        api_open=False,
+    )

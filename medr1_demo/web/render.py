@@ -1,0 +1,243 @@
+"""How answers, scans and the model are shown: HTML for the page, plain dicts for the API.
+
+Pure functions of the engine's dataclasses; no Gradio and no torch, so they are tested directly.
+Everything the model or a person wrote is HTML-escaped before it reaches the page.
+"""
+
+import base64
+import html
+import io
+
+from medr1_demo.protocol import LETTERS, MODES, NO_THINKING, THINKING, Question
+from medr1_demo.results import ModeAnswer, ModelInfo, modes_agree
+
+MODE_LABELS = {THINKING: "Thinking", NO_THINKING: "No thinking"}
+PREVIEW_MAX_SIDE = 1024  # pixels; larger scans are shown scaled down
+DISCLAIMER = (
+    "Research demo. Not a medical device and not for clinical decisions: answers may be wrong "
+    "and must not guide diagnosis or treatment."
+)
+
+
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def message_html(text: str | None, kind: str = "error") -> str:
+    """A boxed message (kind: error, warning, info); empty string when there is nothing to say."""
+    if not text:
+        return ""
+    return f'<div class="medr1-msg medr1-msg-{kind}" role="status">{_e(text)}</div>'
+
+
+def messages_html(texts, kind: str = "warning") -> str:
+    return "".join(message_html(text, kind) for text in texts if text)
+
+
+# ------------------------------------------------------------------------------------- answers
+
+
+def _chip(text: str, tone: str = "") -> str:
+    return f'<span class="medr1-chip {tone}">{_e(text)}</span>'
+
+
+def answer_card(mode: str, answer: ModeAnswer | None, requested: bool = True) -> str:
+    """The big answer of one mode: letter + option text, format kept or not, tokens and seconds."""
+    title = f'<div class="medr1-card-title">{_e(MODE_LABELS[mode])}</div>'
+    if not requested:
+        return f'<div class="medr1-card medr1-idle">{title}<p>Not requested.</p></div>'
+    if answer is None:
+        return f'<div class="medr1-card medr1-idle">{title}<p>Waiting for a question.</p></div>'
+    if answer.letter:
+        option = f'<span class="medr1-option">{_e(answer.option_text or "")}</span>'
+        body = f'<div class="medr1-answer"><span class="medr1-letter">{answer.letter}</span>{option}</div>'
+        state = "medr1-ok"
+    elif not answer.done:
+        body = '<div class="medr1-answer medr1-pending-answer">…</div>'
+        state = "medr1-pending"
+    else:
+        body = '<div class="medr1-answer medr1-none">No valid answer</div>'
+        state = "medr1-problem"
+    if not answer.done:
+        state += " medr1-running"
+    problem = ""
+    if answer.done and answer.problem:
+        problem = f'<p class="medr1-problem">{_e(answer.problem)}</p>'
+    chips = []
+    if answer.done:
+        kept = "format kept" if answer.format_ok else "format not kept"
+        chips.append(_chip(kept, "medr1-good" if answer.format_ok else "medr1-bad"))
+    else:
+        chips.append(_chip("generating", "medr1-busy"))
+    chips.append(_chip(f"{answer.tokens} tokens"))
+    chips.append(_chip(f"{answer.seconds:.1f} s"))
+    facts = f'<div class="medr1-facts">{"".join(chips)}</div>'
+    return f'<div class="medr1-card {state}">{title}{body}{problem}{facts}</div>'
+
+
+def rationale_html(answer: ModeAnswer | None) -> str:
+    """The thinking-mode rationale as escaped paragraphs."""
+    if answer is None:
+        return '<p class="medr1-muted">The reasoning appears here.</p>'
+    if not answer.rationale:
+        text = "No reasoning yet." if not answer.done else "The output holds no <think> reasoning."
+        return f'<p class="medr1-muted">{_e(text)}</p>'
+    paragraphs = [p.strip() for p in answer.rationale.split("\n") if p.strip()]
+    return (
+        '<div class="medr1-rationale">' + "".join(f"<p>{_e(p)}</p>" for p in paragraphs) + "</div>"
+    )
+
+
+def raw_output_html(answer: ModeAnswer | None) -> str:
+    if answer is None or not answer.raw:
+        return '<p class="medr1-muted">Nothing generated yet.</p>'
+    return f'<pre class="medr1-raw">{_e(answer.raw)}</pre>'
+
+
+def agreement_html(answers: dict[str, ModeAnswer] | None) -> str:
+    """Whether the two modes name the same option, once both are done."""
+    if not answers or not all(m in answers for m in MODES):
+        return (
+            '<div class="medr1-agree medr1-idle">Agreement is shown when both modes answer.</div>'
+        )
+    if not all(answers[m].done for m in MODES):
+        return '<div class="medr1-agree medr1-idle">Both modes are answering…</div>'
+    agree = modes_agree(answers)
+    if agree is None:
+        text, tone = "Agreement cannot be judged: a mode gave no valid answer.", "medr1-idle"
+    elif agree:
+        letter = answers[THINKING].letter
+        text, tone = f"Both modes agree: {letter}) {answers[THINKING].option_text}", "medr1-yes"
+    else:
+        a, b = answers[THINKING], answers[NO_THINKING]
+        text = f"The modes disagree: thinking {a.letter}), no thinking {b.letter})"
+        tone = "medr1-no"
+    return f'<div class="medr1-agree {tone}">{_e(text)}</div>'
+
+
+# ---------------------------------------------------------------------------------------- scan
+
+
+def preview_html(image) -> str:
+    """The exact picture the model sees, inlined as a data URL so no derived file is written."""
+    if image is None:
+        return (
+            '<div class="medr1-preview medr1-empty">Upload a scan to see what the model sees.</div>'
+        )
+    width, height = image.size
+    shown = image
+    if max(width, height) > PREVIEW_MAX_SIDE:  # display size only; the caption gives the real one
+        shown = image.copy()
+        shown.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
+    if shown.mode == "RGB":
+        red, green, blue = shown.split()
+        if red.tobytes() == green.tobytes() == blue.tobytes():  # grey scans: a third of the bytes
+            shown = red
+    buffer = io.BytesIO()
+    shown.save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    caption = f"Model input: {width} × {height} px, RGB"
+    return (
+        '<figure class="medr1-preview">'
+        f'<img src="data:image/png;base64,{data}" alt="Scan as the model sees it" />'
+        f"<figcaption>{_e(caption)}</figcaption></figure>"
+    )
+
+
+def metadata_table(metadata: dict[str, str] | None) -> str:
+    """The scan's safe metadata (already filtered by the imaging module) as a two-column table."""
+    if not metadata:
+        return ""
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in metadata.items())
+    return f'<table class="medr1-meta"><tbody>{rows}</tbody></table>'
+
+
+def question_preview(question: Question | None) -> str:
+    """What the model is asked, OmniMedVQA style, or nothing."""
+    if question is None:
+        return ""
+    return f'<div class="medr1-asked"><span>Asked as</span> {_e(question.formatted)}</div>'
+
+
+# --------------------------------------------------------------------------------------- model
+
+
+def model_panel(info: ModelInfo, notice: str | None = None) -> str:
+    """Checkpoint, base model, trained mode, device... and the disclaimer."""
+    rows = [
+        ("Checkpoint", info.model_id),
+        ("Sub-folder", info.subfolder or "—"),
+        ("Adapter", info.adapter or "—"),
+        ("Base model", info.base_model or "unknown"),
+        ("Trained mode", info.trained_mode or "unknown"),
+        ("Description", info.description or "—"),
+        ("Device", info.device),
+        ("Precision", info.dtype),
+        (
+            "Parameters",
+            f"{info.parameters / 1e6:,.1f} M" if info.parameters >= 1e5 else f"{info.parameters:,}",
+        ),
+        ("Processor", info.processor),
+    ]
+    table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    banner = message_html(notice, "warning") if notice else ""
+    return f'{banner}<table class="medr1-meta medr1-model"><tbody>{table}</tbody></table>'
+
+
+def disclaimer_html() -> str:
+    return f'<div class="medr1-disclaimer"><strong>Not for clinical use.</strong> {_e(DISCLAIMER)}</div>'
+
+
+# ----------------------------------------------------------------------------------------- API
+
+
+def mode_payload(answer: ModeAnswer) -> dict:
+    return {
+        "letter": answer.letter,
+        "option_text": answer.option_text,
+        "rationale": answer.rationale,
+        "format_ok": answer.format_ok,
+        "tokens": answer.tokens,
+        "seconds": round(answer.seconds, 3),
+        "problem": answer.problem,
+        "raw": answer.raw,
+        "done": answer.done,
+    }
+
+
+def model_payload(info: ModelInfo) -> dict:
+    return {
+        "model_id": info.model_id,
+        "subfolder": info.subfolder,
+        "adapter": info.adapter,
+        "base_model": info.base_model,
+        "trained_mode": info.trained_mode,
+        "description": info.description,
+        "device": info.device,
+        "dtype": info.dtype,
+        "parameters": info.parameters,
+    }
+
+
+def api_payload(
+    info: ModelInfo,
+    *,
+    answers: dict[str, ModeAnswer] | None = None,
+    scan: dict | None = None,
+    question: Question | None = None,
+    error: str | None = None,
+) -> dict:
+    """The JSON an API client receives: answers per mode, agreement, scan facts, model, error."""
+    answers = answers or {}
+    done = bool(answers) and all(a.done for a in answers.values())
+    return {
+        "ok": error is None,
+        "error": error,
+        "done": error is not None or done,
+        "question": question.text if question else None,
+        "options": {LETTERS[i]: o for i, o in enumerate(question.options)} if question else None,
+        "answers": {mode: mode_payload(a) for mode, a in answers.items()},
+        "agree": modes_agree(answers) if done else None,
+        "scan": scan,
+        "model": model_payload(info),
+    }

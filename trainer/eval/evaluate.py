@@ -1,0 +1,455 @@
+"""`python -m trainer eval`: accuracy of a Med-R1 policy on split files, both modes, resumable.
+
+    python -m trainer eval --model yuxianglai117/Med-R1:VQA_CT \\
+        --data Splits/modality/test --image_root /data/OmniMedVQA --out outputs/eval/VQA_CT
+    python -m trainer eval --model outputs/grpo-demo --data data/phantoms/test.json --limit 50
+
+Every (item, mode) row is asked through the shared engine and protocol (greedy, 256 new tokens by
+default) and scored with `trainer.eval.scores`. Both modes run in one pass over the data, with
+continuous batching (`medr1_demo.policy.batching`): a finished answer leaves the batch and the next
+row takes its place, so one long rationale does not hold 63 finished rows. Rows are asked by
+mode, longest prompt first (little padding when rows join, and an out-of-memory error shows at
+the start). Images are read a batch ahead while the model generates. `--plain_batches` runs
+fixed batches instead, each until its longest row ends, as Med-R1's scripts do.
+
+Output folder:
+    results.jsonl   one line per (item, mode), written and flushed as rows finish; a rerun of
+                    the same command skips the rows already there (a torn last line is dropped)
+    run.json        the model and settings the results were made with (a rerun must match)
+    summary.json / summary.csv   accuracy per test file, modality, question type, overall (also
+                    printed as a table); `--official_scoring` writes summary_official.* instead
+Bad records (unreadable, missing image, ...) are reported as `file:index: reason` and skipped.
+"""
+
+import argparse
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from medr1_demo.protocol import MODES, build_prompt
+from trainer.eval import run_folder as runs
+from trainer.eval import scores
+from trainer.train.sources import Problem, Record, find_data_files, read_records
+
+
+class EvalError(Exception):
+    """The evaluation cannot go on; str(err) says why in plain words."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One question of one data file; `id` is `file:index`, stable across runs."""
+
+    id: str
+    file: str
+    record: Record
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to run: modes, batch size, token budget, image size (0 keeps the image's size)."""
+
+    modes: tuple[str, ...] = MODES
+    batch_size: int = 64
+    max_new_tokens: int = 256
+    image_size: int = 384
+    progress: bool = True
+    continuous_batching: bool = True
+
+
+@dataclass(frozen=True)
+class Row:
+    item: Item
+    mode: str
+    prompt: str
+
+
+# ---------------------------------------------------------------------------------------- items
+
+
+def file_labels(files: list[str]) -> dict[str, str]:
+    """Each file's shortest trailing path that no other file shares (usually its file name)."""
+    parts = {f: Path(f).parts for f in files}
+    labels = {}
+    for f in files:
+        for depth in range(1, len(parts[f]) + 1):
+            label = "/".join(parts[f][-depth:])
+            if not any(g != f and "/".join(parts[g][-depth:]) == label for g in files):
+                break
+        labels[f] = label
+    return labels
+
+
+def collect_items(
+    data: list[str],
+    image_root: str | None = None,
+    *,
+    names: list[str] | None = None,
+    limit: int | None = None,
+    split: str = "test",
+) -> tuple[list[Item], list[Problem]]:
+    """Items of the data files/folders (the first `limit` of each file) and the bad records.
+
+    With `names` (one per entry of `data`), an entry's items are labelled by its name (plus the
+    file's label when the entry is a folder of several files) instead of by file name.
+    """
+    from trainer.train.data import select
+
+    entries = (
+        [(None, list(data))]
+        if names is None
+        else [(n, [d]) for n, d in zip(names, data, strict=True)]
+    )
+    items: dict[str, Item] = {}  # by id: a file given twice is read once
+    problems: list[Problem] = []
+    for name, paths in entries:
+        records, bad, files = read_records(paths, image_root, split=split)
+        problems += bad
+        labels = file_labels(files)
+        if name is not None:
+            labels = {f: name if len(files) == 1 else f"{name}/{labels[f]}" for f in files}
+        kept: dict[str, int] = {}
+        for record in select(records, split=split):
+            file = _file_of(record.source, files)
+            kept[file] = kept.get(file, 0) + 1
+            if limit is None or kept[file] <= limit:
+                label = labels[file] + record.source[len(file) :]  # keeps a dataset's "[test]"
+                item = Item(f"{label}:{record.index}", label, record)
+                items.setdefault(item.id, item)
+    return list(items.values()), problems
+
+
+def _file_of(source: str, files: list[str]) -> str:
+    return max((f for f in files if source.startswith(f)), key=len, default=source)
+
+
+# ---------------------------------------------------------------------------------------- rows
+
+
+def plan_rows(items: list[Item], modes, done: set[tuple[str, str]]) -> list[Row]:
+    """The rows still to run, in the items' order."""
+    return [
+        Row(item, mode, build_prompt(item.record.question, mode))
+        for item in items
+        for mode in modes
+        if (item.id, mode) not in done
+    ]
+
+
+def order_rows(rows: list[Row], modes, length=None) -> list[Row]:
+    """One mode after the other, longest prompt first within a mode (see the module docstring).
+
+    `length` maps a list of prompts to their lengths (default: characters).
+    """
+    rank = {mode: i for i, mode in enumerate(modes)}
+    counts = (length or (lambda prompts: [len(p) for p in prompts]))([r.prompt for r in rows])
+    lengths = dict(zip((id(r) for r in rows), counts, strict=True))
+    return sorted(rows, key=lambda r: (rank[r.mode], -lengths[id(r)]))
+
+
+def token_lengths(engine):
+    """A prompts -> token counts function from the engine's tokenizer; None when it has none."""
+    tokenizer = getattr(getattr(engine, "processor", None), "tokenizer", None)
+    if tokenizer is None:
+        return None
+    return lambda prompts: [
+        len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    ]
+
+
+def load_images(rows: list[Row], image_size: int) -> list:
+    """Each row's image (one read per distinct file), or a plain-words reason it cannot be used."""
+    from medr1_demo.scan.reader import ScanError
+    from trainer.train.data import open_image  # the training data's loader: the same pictures
+
+    loaded: dict[str, object] = {}
+    for path in dict.fromkeys(row.item.record.image for row in rows):
+        try:
+            loaded[path] = open_image(path, image_size)
+        except (ScanError, OSError, ValueError) as err:
+            loaded[path] = f"image does not decode ({err})"
+    return [loaded[row.item.record.image] for row in rows]
+
+
+def missing_images(rows: list[Row]) -> tuple[list[Row], list[Problem]]:
+    """The rows whose image file exists, and one Problem per record whose image is missing."""
+    exists = {path: os.path.isfile(path) for path in {row.item.record.image for row in rows}}
+    problems = {
+        row.item.id: Problem(
+            row.item.record.source,
+            row.item.record.index,
+            f"image not found: {row.item.record.image}",
+        )
+        for row in rows
+        if not exists[row.item.record.image]
+    }
+    return [row for row in rows if exists[row.item.record.image]], list(problems.values())
+
+
+def result_line(row: Row, text: str, tokens: int) -> dict:
+    """One line of results.jsonl: the item, its labels, the scoring and the raw completion."""
+    record = row.item.record
+    return {
+        "id": row.item.id,
+        "file": row.item.file,
+        "index": record.index,
+        "mode": row.mode,
+        "answer": record.letter,
+        "n_options": record.n_options,
+        "modality": record.modality,
+        "question_type": record.question_type,
+        **scores.score(text, row.mode, record.letter, record.n_options),
+        "tokens": tokens,
+        "raw": text,
+    }
+
+
+def requests(rows: list[Row], settings: Settings, problems: dict[str, Problem]):
+    """(image, prompt, limit) per row whose image reads, in order; images read a batch ahead.
+
+    A row whose image cannot be used is recorded in `problems` and skipped; yields (row, request).
+    """
+    size = settings.batch_size
+    chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load_images, chunks[0], settings.image_size) if chunks else None
+        for k, chunk in enumerate(chunks):
+            images = pending.result()
+            if k + 1 < len(chunks):  # read the next batch's images while this one generates
+                pending = pool.submit(load_images, chunks[k + 1], settings.image_size)
+            for row, image in zip(chunk, images, strict=True):
+                if isinstance(image, str):
+                    record = row.item.record
+                    problems[row.item.id] = Problem(record.source, record.index, image)
+                else:
+                    yield row, (image, row.prompt, settings.max_new_tokens)
+
+
+def run_rows(engine, rows: list[Row], settings: Settings, writer) -> list[Problem]:
+    """Generate and score `rows`, writing results as rows finish; the records whose image failed."""
+    from tqdm.auto import tqdm
+
+    problems: dict[str, Problem] = {}
+    asked: list[Row] = []  # request index -> row
+
+    def ask():
+        for row, request in requests(rows, settings, problems):
+            asked.append(row)
+            yield request
+
+    bar = tqdm(total=len(rows), desc="eval", unit="answer", disable=not settings.progress)
+    with bar:
+        answers = engine.complete_many(
+            ask(),
+            batch_size=settings.batch_size,
+            continuous_batching=settings.continuous_batching,
+        )
+        for finished in answers:
+            writer.write([result_line(asked[i], text, n) for i, text, n in finished])
+            bar.update(len(finished))
+    return list(problems.values())
+
+
+def evaluate(
+    items: list[Item],
+    folder,
+    load_engine,
+    settings: Settings,
+    run: dict | None = None,
+    overwrite: bool = False,
+) -> tuple[list[dict], list[Problem]]:
+    """Run every (item, mode) not yet in `folder`/results.jsonl; the results of `items`, problems.
+
+    `load_engine()` is called only when some row is left to run (a finished run loads no model).
+    Raises `results.RunMismatch` when the folder holds results of another model or settings.
+    """
+    runs.start_run(folder, run or {}, overwrite)
+    rows, problems = missing_images(plan_rows(items, settings.modes, runs.read_done(folder)))
+    if rows:
+        engine = load_engine()
+        if getattr(engine, "info", None) is not None:
+            runs.update_run(folder, {"info": asdict(engine.info)})
+        rows = order_rows(rows, settings.modes, token_lengths(engine))
+        with runs.ResultWriter(folder) as writer:
+            problems += run_rows(engine, rows, settings, writer)
+    ids = {item.id for item in items}
+    results = [r for r in runs.read_results(Path(folder) / runs.RESULTS) if r["id"] in ids]
+    return results, problems
+
+
+# ------------------------------------------------------------------------------------ command
+
+
+def split_model(spec: str) -> tuple[str, str | None]:
+    """`repo:sub-folder` or `folder:sub-folder` -> (model, sub-folder); an existing path stays whole."""
+    if Path(spec).expanduser().exists() or ":" not in spec:
+        return spec, None
+    model, _, subfolder = spec.rpartition(":")
+    return (model, subfolder) if model and subfolder else (spec, None)
+
+
+def model_key(model: str) -> str:
+    """How a model is named in run.json: an existing local path is made absolute."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
+def default_out(model: str | None, subfolder: str | None, adapter: str | None) -> Path:
+    name = subfolder or Path(str(adapter or model).rstrip("/")).name or "model"
+    return Path("outputs") / "eval" / name
+
+
+def engine_loader(model, subfolder, adapter, device="auto", dtype="auto"):
+    def load():
+        from medr1_demo.policy.engine import PolicyEngine
+
+        return PolicyEngine.load(
+            model, subfolder=subfolder, adapter=adapter, device=device, dtype=dtype
+        )
+
+    return load
+
+
+def report(
+    results: list[dict],
+    items: list[Item],
+    problems: list[Problem],
+    settings: Settings,
+    folder: Path,
+    scoring: str,
+    extra: dict | None = None,
+    quiet: bool = False,
+) -> dict:
+    """Summarise, write summary.json/.csv, print the table and the skipped records."""
+    summary = scores.summarise(results, settings.modes, scoring, ids={i.id for i in items})
+    skipped = {"count": len(problems), "records": [str(p) for p in problems]}
+    scores.write_summary(summary, folder, {"skipped": skipped, **(extra or {})})
+    if not quiet:
+        for problem in problems[:50]:
+            print(f"skipped {problem}", file=sys.stderr)
+        if len(problems) > 50:
+            print(f"... and {len(problems) - 50} more (all in summary.json)", file=sys.stderr)
+        print(scores.format_table(summary))
+        print(f"{len(problems)} record(s) skipped; results in {folder}")
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer eval",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--model", help="checkpoint folder or hub repo id, optionally ':sub-folder'"
+    )
+    parser.add_argument("--subfolder", help="sub-folder of --model (same as MODEL:SUBFOLDER)")
+    parser.add_argument("--adapter", help="LoRA adapter folder (its base model unless --model)")
+    parser.add_argument(
+        "--data", nargs="+", required=True, help="split JSON/JSONL files or folders"
+    )
+    parser.add_argument(
+        "--image_root", help="folder image paths are relative to (default: each file's folder)"
+    )
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "test", "all"],
+        help="side of the split for OmniMedVQA QA files (pre-split files: all items)",
+    )
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--limit", type=int, help="at most this many items from each data file")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--max_new_tokens", type=int, default=256)
+    parser.add_argument(
+        "--image_size", type=int, default=384, help="square side images are resized to (0: keep)"
+    )
+    parser.add_argument("--out", help="output folder (default: outputs/eval/<model name>)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument(
+        "--official_scoring",
+        action="store_true",
+        help="score as Med-R1's released scripts did (no-thinking: raw output must "
+        "equal the letter); for reproducing published numbers only",
+    )
+    parser.add_argument(
+        "--plain_batches",
+        action="store_true",
+        help="fixed batches, each until its longest row ends (no continuous batching)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def check_numbers(args) -> None:
+    for name in ("batch_size", "max_new_tokens"):
+        if getattr(args, name) < 1:
+            raise EvalError(f"--{name} must be at least 1.")
+    if args.limit is not None and args.limit < 1:
+        raise EvalError("--limit must be at least 1.")
+    if args.image_size < 0:
+        raise EvalError("--image_size must be 0 (keep the size) or a positive number of pixels.")
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    from medr1_demo.policy.checkpoint import PolicyLoadError
+    from medr1_demo.policy.engine import GenerationError
+
+    try:
+        check_numbers(args)
+        if not args.model and not args.adapter:
+            raise EvalError(
+                "Name a policy: --model FOLDER|REPO[:SUBFOLDER] and/or --adapter FOLDER."
+            )
+        model, subfolder = split_model(args.model) if args.model else (None, None)
+        subfolder = args.subfolder or subfolder
+        files, missing = find_data_files(args.data)
+        if not files:
+            raise EvalError("No data found: " + "; ".join(str(p) for p in missing))
+        items, problems = collect_items(
+            args.data, args.image_root, limit=args.limit, split=args.split
+        )
+        if not items:
+            listed = "".join(f"\n  {p}" for p in problems[:20])
+            raise EvalError(f"No usable records in {', '.join(args.data)}.{listed}")
+        settings = Settings(
+            tuple(dict.fromkeys(args.modes)),
+            args.batch_size,
+            args.max_new_tokens,
+            args.image_size,
+            progress=not args.quiet,
+            continuous_batching=not args.plain_batches,
+        )
+        folder = Path(args.out) if args.out else default_out(model, subfolder, args.adapter)
+        run = {
+            "model": model_key(model) if model else None,
+            "subfolder": subfolder,
+            "adapter": model_key(args.adapter) if args.adapter else None,
+            "max_new_tokens": args.max_new_tokens,
+            "image_size": args.image_size,
+            "decoding": "greedy",
+            "data": list(args.data),
+        }
+        load = engine_loader(model, subfolder, args.adapter, args.device, args.dtype)
+        results, bad = evaluate(items, folder, load, settings, run, args.overwrite)
+    except (EvalError, runs.RunMismatch, PolicyLoadError, GenerationError) as err:
+        print(f"eval: {err}", file=sys.stderr)
+        return 1 if isinstance(err, GenerationError) else 2
+    except KeyboardInterrupt:
+        print("\neval: interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+    scoring = scores.OFFICIAL if args.official_scoring else scores.TAGGED
+    report(results, items, problems + bad, settings, folder, scoring, {"run": run})
+    if not results:
+        print("eval: no item could be evaluated (see the skipped records above).", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

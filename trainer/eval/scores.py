@@ -1,0 +1,237 @@
+"""Scoring one answer and summarising many: the tables `python -m trainer eval` prints and writes.
+
+No torch and no model here: everything works on the per-item result dicts that the evaluator
+writes as JSON Lines (`results.jsonl`), so a summary can always be rebuilt from that file alone:
+
+    from trainer.eval import scores
+    from trainer.eval.run_folder import read_results
+    results = read_results("outputs/eval/VQA_CT/results.jsonl")
+    summary = scores.summarise(results, modes=("thinking", "no-thinking"))
+    print(scores.format_table(summary))
+
+Two scorings:
+
+- "tagged" (the default): the answer letter inside `<answer>`, read by `protocol.parse_output`
+  for BOTH modes, compared with the ground-truth letter. A completion with no valid letter is wrong.
+- "official": what Med-R1's released evaluation scripts did. Thinking mode: the first
+  `<answer>\\s*(\\w+)\\s*</answer>` must hold exactly the letter. No-thinking mode: the raw
+  completion is compared with the letter, so a correct `<answer>C</answer>` counts as wrong. Kept
+  only to reproduce published numbers; see docs/evaluation.md.
+
+Accuracy is correct / items, per group; "mean over <groups>" is the unweighted mean of the groups'
+accuracies (each test file, modality or question type counts once, whatever its size).
+"""
+
+import csv
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+from medr1_demo.protocol import MODES, THINKING, parse_output
+
+TAGGED, OFFICIAL = "tagged", "official"
+SCORINGS = (TAGGED, OFFICIAL)
+SCORING_LABELS = {
+    TAGGED: "answer letter inside <answer>, both modes",
+    OFFICIAL: "official scripts' scoring (no-thinking: raw output must equal the letter)",
+}
+GROUPINGS = ("file", "modality", "question_type")
+GROUPING_LABELS = {"file": "test file", "modality": "modality", "question_type": "question type"}
+GROUPING_PLURALS = {
+    "file": "test files",
+    "modality": "modalities",
+    "question_type": "question types",
+}
+_OFFICIAL_ANSWER = re.compile(r"<answer>\s*(\w+)\s*</answer>")
+
+
+def official_correct(text: str, mode: str, letter: str) -> bool:
+    """Med-R1's released scoring: tag regex in thinking mode, the raw output in no-thinking mode."""
+    if mode == THINKING:
+        match = _OFFICIAL_ANSWER.search(text)
+        return match is not None and match.group(1) == letter
+    return text == letter
+
+
+def score(text: str, mode: str, letter: str, n_options: int) -> dict:
+    """One completion against the ground-truth letter -> the scoring fields of a result line."""
+    parsed = parse_output(text, mode, n_options)
+    return {
+        "prediction": parsed.letter,
+        "correct": parsed.letter == letter,
+        "correct_official": official_correct(text, mode, letter),
+        "format_kept": parsed.format_ok,
+        "problem": parsed.problem,
+    }
+
+
+# ------------------------------------------------------------------------------------ results
+
+
+def latest(results: Iterable[dict]) -> dict[tuple[str, str], dict]:
+    """(id, mode) -> its result; a later line for the same pair replaces an earlier one."""
+    return {(row["id"], row["mode"]): row for row in results}
+
+
+# ------------------------------------------------------------------------------------ summary
+
+
+def _tally(rows: list[dict], key: str) -> dict:
+    correct = sum(1 for row in rows if row[key])
+    return {
+        "items": len(rows),
+        "correct": correct,
+        "accuracy": correct / len(rows) if rows else None,
+        "format_kept": sum(1 for row in rows if row["format_kept"]) / len(rows) if rows else None,
+    }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def agreement(by_pair: dict[tuple[str, str], dict], modes: tuple[str, ...]) -> dict | None:
+    """How often the two modes give the same letter, over items where both gave a valid one."""
+    if len(modes) != 2:
+        return None
+    first, second = modes
+    ids = sorted({i for i, m in by_pair if m == first} & {i for i, m in by_pair if m == second})
+    letters = [(by_pair[(i, first)]["prediction"], by_pair[(i, second)]["prediction"]) for i in ids]
+    compared = [(a, b) for a, b in letters if a is not None and b is not None]
+    same = sum(1 for a, b in compared if a == b)
+    return {
+        "modes": list(modes),
+        "items": len(ids),  # items run in both modes
+        "compared": len(compared),  # ... of which both modes gave a valid letter
+        "same": same,
+        "rate": same / len(compared) if compared else None,
+    }
+
+
+def summarise(
+    results: Iterable[dict],
+    modes: Iterable[str] = MODES,
+    scoring: str = TAGGED,
+    ids: set[str] | None = None,
+) -> dict:
+    """Accuracy per test file, modality, question type and overall, for each mode.
+
+    `ids` restricts the summary to those items (the evaluator passes the items of the current run,
+    so leftovers of another data selection in the same results file are not counted).
+    """
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {SCORINGS}, not {scoring!r}")
+    modes = tuple(modes)
+    key = "correct" if scoring == TAGGED else "correct_official"
+    by_pair = {
+        pair: row
+        for pair, row in latest(results).items()
+        if pair[1] in modes and (ids is None or pair[0] in ids)
+    }
+    per_mode = {}
+    for mode in modes:
+        rows = [row for (_, m), row in sorted(by_pair.items()) if m == mode]
+        entry = {"overall": _tally(rows, key)}
+        for grouping in GROUPINGS:
+            groups = defaultdict(list)
+            for row in rows:
+                groups[str(row.get(grouping) or "unknown")].append(row)
+            entry[grouping] = {name: _tally(groups[name], key) for name in sorted(groups)}
+            entry[f"mean_over_{grouping}"] = _mean(
+                [g["accuracy"] for g in entry[grouping].values()]
+            )
+        per_mode[mode] = entry
+    return {
+        "scoring": scoring,
+        "scoring_label": SCORING_LABELS[scoring],
+        "modes": list(modes),
+        "items": len({i for i, _ in by_pair}),
+        "results": per_mode,
+        "agreement": agreement(by_pair, modes),
+    }
+
+
+# ------------------------------------------------------------------------------------- output
+
+
+def csv_rows(summary: dict) -> list[dict]:
+    """Long-form rows: grouping, group, mode, items, correct, accuracy, format_kept."""
+    rows = []
+    for mode, entry in summary["results"].items():
+        overall = entry["overall"]
+        rows.append(
+            {"grouping": "overall", "group": "all items (sample-weighted)", "mode": mode, **overall}
+        )
+        for grouping in GROUPINGS:
+            mean = entry[f"mean_over_{grouping}"]
+            label = f"mean over {GROUPING_PLURALS[grouping]}"
+            rows.append({"grouping": "overall", "group": label, "mode": mode, "accuracy": mean})
+        for grouping in GROUPINGS:
+            for name, tally in entry[grouping].items():
+                rows.append({"grouping": grouping, "group": name, "mode": mode, **tally})
+    return rows
+
+
+def write_summary(summary: dict, folder, extra: dict | None = None) -> tuple[Path, Path]:
+    """summary.json (with `extra`, e.g. the model and skipped records) and summary.csv."""
+    folder = Path(folder)
+    stem = "summary" if summary["scoring"] == TAGGED else "summary_official"
+    json_path, csv_path = folder / f"{stem}.json", folder / f"{stem}.csv"
+    json_path.write_text(json.dumps({**summary, **(extra or {})}, indent=1) + "\n", "utf-8")
+    fields = ["grouping", "group", "mode", "items", "correct", "accuracy", "format_kept"]
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for row in csv_rows(summary):
+            writer.writerow({k: _csv_value(row.get(k)) for k in fields})
+    return json_path, csv_path
+
+
+def _csv_value(value):
+    if value is None:
+        return ""
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def format_table(summary: dict) -> str:
+    """A plain-text table: one column pair (accuracy %, items) per mode."""
+    modes = summary["modes"]
+    results = summary["results"]
+    width = max([34] + [len(n) + 2 for e in results.values() for g in GROUPINGS for n in e[g]])
+    lines = [f"Accuracy (%), scoring: {summary['scoring_label']}"]
+    lines.append(" " * width + "".join(f"{m:>14}{'n':>7}" for m in modes))
+
+    def line(label: str, cells: list[tuple[float | None, int | str]]) -> str:
+        return f"{label:<{width}}" + "".join(f"{_percent(a):>14}{n!s:>7}" for a, n in cells)
+
+    for grouping in GROUPINGS:
+        names = sorted({n for e in results.values() for n in e[grouping]})
+        lines.append(f"By {GROUPING_LABELS[grouping]}")
+        for name in names:
+            tallies = [results[m][grouping].get(name, {}) for m in modes]
+            lines.append(
+                line(f"  {name}", [(t.get("accuracy"), t.get("items", 0)) for t in tallies])
+            )
+    overall = [results[m]["overall"] for m in modes]
+    lines.append(line("Overall, sample-weighted", [(t["accuracy"], t["items"]) for t in overall]))
+    for grouping in GROUPINGS:
+        label = f"Overall, mean over {GROUPING_PLURALS[grouping]}"
+        means = [results[m][f"mean_over_{grouping}"] for m in modes]
+        counts = [len(results[m][grouping]) for m in modes]
+        lines.append(line(label, list(zip(means, counts, strict=True))))
+    lines.append(line("Format kept", [(t["format_kept"], t["items"]) for t in overall]))
+    lines.append("n: items; for a mean over groups, the number of groups")
+    agree = summary.get("agreement")
+    if agree:
+        lines.append(
+            f"Modes agree on {agree['same']} of {agree['compared']} items where both gave a letter "
+            f"({_percent(agree['rate'])}%; {agree['items']} items run in both modes)"
+        )
+    return "\n".join(lines)
