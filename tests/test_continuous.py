@@ -63,7 +63,6 @@ def varied_requests(n: int) -> list[tuple[Image.Image, str, int]]:
     return requests
 
 
-@pytest.mark.skipif(not (POLICY / "config.json").exists(), reason="assets/demo-policy is not built")
 def test_demo_policy_answers_the_gallery_as_it_does_one_question_at_a_time(short_segments):
     engine = PolicyEngine.load(str(POLICY), device="cpu")
     cases = json.loads((EXAMPLES / "examples.json").read_text())

@@ -240,7 +240,6 @@ def test_jsonl_and_saved_dataset_read_like_json(tmp_path):
 
 
 def test_rows_follow_the_protocol_and_load_images_lazily(tmp_path):
-    pytest.importorskip("medr1_demo.scan.reader")
     write_png(tmp_path / "Images" / "a.png", size=50)
     record_rows = [medr1("Images/a.png", "Which modality?", ["CT", "MRI"], "B")]
     record_rows.append(

@@ -12,7 +12,6 @@ figures in its metadata, and answers to the app's example gallery through the ap
 import json
 from pathlib import Path
 
-import pytest
 import yaml
 
 from medr1_demo import protocol
@@ -80,12 +79,6 @@ def test_a_broken_recipe_is_a_plain_error(tmp_path, capsys):
 # ------------------------------------------------------------------------- the bundled policy
 
 
-needs_policy = pytest.mark.skipif(
-    not (POLICY / "config.json").exists(), reason="assets/demo-policy is not built"
-)
-
-
-@needs_policy
 def test_bundled_policy_is_small_and_met_its_targets():
     size = sum(p.stat().st_size for p in POLICY.iterdir())
     assert size <= 20e6, f"{size / 1e6:.1f} MB"
@@ -100,7 +93,6 @@ def test_bundled_policy_is_small_and_met_its_targets():
     assert not metadata["metrics"]["targets_missed"]
 
 
-@needs_policy
 def test_bundled_policy_answers_the_gallery_in_both_modes():
     from medr1_demo.policy.engine import PolicyEngine
     from medr1_demo.scan.reader import load_scan

@@ -165,10 +165,6 @@ def test_basic_auth_keeps_the_page_and_api_closed(tiny_engine, ct_dicom):
         demo.close()
 
 
-@pytest.mark.skipif(
-    not (ROOT / "assets" / "demo-policy" / "config.json").exists(),
-    reason="assets/demo-policy is not built",
-)
 def test_with_no_settings_the_bundled_demo_policy_is_served_and_labelled(tmp_path):
     from conftest import launch_app
 

@@ -15,6 +15,7 @@ from pydicom.pixels import apply_modality_lut
 from pydicom.uid import EnhancedCTImageStorage
 
 from medr1_demo.protocol import LETTERS, format_question, make_solution
+from medr1_demo.scan.reader import load_scan
 from trainer.phantoms import dicom_export, synth
 from trainer.phantoms.kinds import MODALITIES, MODALITY_RECOGNITION, QUESTION_TYPES
 
@@ -253,12 +254,9 @@ def test_examples_gallery(tmp_path):
 
 
 def test_every_dicom_loads_in_the_app(dataset):
-    imaging = pytest.importorskip(
-        "medr1_demo.scan.reader", reason="the app's imaging module is not there yet"
-    )
     for r in records(dataset):
         if "dicom" in r:
-            scan = imaging.load_scan(dataset / r["dicom"])
+            scan = load_scan(dataset / r["dicom"])
             assert scan.image.mode == "RGB" and scan.image.size == (SIZE, SIZE)
             shown = np.asarray(Image.open(dataset / r["image"]).convert("RGB")).astype(int)
             assert np.abs(np.asarray(scan.image).astype(int) - shown).max() <= 1, r["dicom"]
