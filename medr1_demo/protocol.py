@@ -205,3 +205,52 @@ def parse_output(text: str, mode: str, n_options: int) -> ParsedAnswer:
         problem = f"The model answered {letter}, which is not one of the options ({valid})."
         return ParsedAnswer(None, rationale or None, format_ok, problem)
     return ParsedAnswer(letter, rationale or None, format_ok)
+
+
+# ---------------------------------------------------------------------- rationale conclusion
+# The rule: the rationale's conclusion is its last sentence, and within it the part after its
+# last colon when there is one ("evidence: answer", as the phantom rationales and many R1-style
+# rationales end). The option it names is the mention there that ends last: an option's text
+# (case-insensitive, whole words) or a letter reference ("C)", "option C", "answer: C"). A longer
+# option text wins over a shorter one ending at the same place ("lung nodule" over "nodule").
+# When no option is named whole, a conclusion that is part of exactly one option's text names it
+# ("macular degeneration" for "Age-related macular degeneration"). Negations ("not CT") are not
+# understood; a conclusion that names no option gives None.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_LETTER_REFERENCE = re.compile(
+    r"\b(?:option|answer|choice)\s*[:\-]?\s*\(?([A-H])\b|\b([A-H])\)", re.I
+)
+
+
+def _mentions(text: str, options: list[str]) -> list[tuple[int, int, int]]:
+    """(end, length, option index) of every option named in `text`."""
+    found = []
+    for index, option in enumerate(options):
+        words = r"\s+".join(re.escape(word) for word in option.split())
+        if not words:
+            continue
+        for match in re.finditer(rf"(?<!\w){words}(?!\w)", text, re.I):
+            found.append((match.end(), match.end() - match.start(), index))
+    for match in _LETTER_REFERENCE.finditer(text):
+        index = LETTERS.index((match.group(1) or match.group(2)).upper())
+        if index < len(options):
+            found.append((match.end(), match.end() - match.start(), index))
+    return found
+
+
+def rationale_conclusion(rationale: str, options: list[str]) -> int | None:
+    """The index of the option a rationale concludes with (see the rule above), or None."""
+    sentences = [s for s in _SENTENCE_END.split(rationale.strip()) if s.strip()]
+    if not sentences:
+        return None
+    last = sentences[-1]
+    conclusion = last[last.rfind(":") + 1 :]
+    for part in (conclusion, last) if ":" in last else (last,):
+        found = _mentions(part, options)
+        if found:
+            return max(found)[2]
+    words = re.sub(r"^(?:an?|the)\s+", "", conclusion.strip(" .!?"), flags=re.I)
+    if not words:
+        return None
+    within = [i for i, option in enumerate(options) if _mentions(option, [words])]
+    return within[0] if len(within) == 1 else None

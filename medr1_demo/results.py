@@ -4,9 +4,21 @@ The engine returns these, the page renders them (`medr1_demo.web.render`), the A
 JSON. Keeping them torch-free keeps the page torch-free.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from medr1_demo.protocol import MODES
+
+
+@dataclass(frozen=True)
+class Check:
+    """One trust aid's outcome for one mode's answer (see `medr1_demo.policy.trust`)."""
+
+    name: str  # "image", "order" or "rationale"
+    verdict: str  # e.g. "ignores image", "uses image", "holds", "follows position", "failed"
+    sentence: str  # what it means, in plain words
+    letter: str | None = None  # the control's answer, in the question's original letters
+    probabilities: dict[str, float] | None = None  # the control's option probabilities
+    distance: float | None = None  # total variation to the real answer's probabilities (image)
 
 
 @dataclass(frozen=True)
@@ -23,6 +35,13 @@ class ModeAnswer:
     tokens: int  # tokens generated so far
     seconds: float  # wall time since generation started
     done: bool = True
+    # The probability of each option letter where the answer was written, summing to 1; None
+    # with `probability_note` saying why (no <answer> tag, ...). `letter_mass`: the share of the
+    # model's whole distribution that fell on the option letters there.
+    probabilities: dict[str, float] | None = None
+    probability_note: str | None = None
+    letter_mass: float | None = None
+    checks: dict[str, Check] = field(default_factory=dict)  # name -> outcome, once done
 
 
 @dataclass(frozen=True)

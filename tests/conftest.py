@@ -11,6 +11,7 @@ import pytest
 from medr1_demo.policy.tiny import build_tiny_checkpoint
 
 # Real Med-R1 split records, in the shared folder that sits beside the repository in CI.
+ROOT = Path(__file__).resolve().parents[1]
 MEDR1_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "omnimed_sample.json"
 
 
@@ -181,3 +182,26 @@ def app_server(tmp_path_factory, tiny_checkpoint):
     )
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_engine():
+    """The bundled demo policy (assets/demo-policy) loaded once, on the CPU."""
+    from medr1_demo.policy.engine import PolicyEngine
+
+    return PolicyEngine.load(str(ROOT / "assets" / "demo-policy"), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def gallery():
+    """The example gallery's cases: (picture as the model sees it, question, options, answer)."""
+    import json
+
+    from medr1_demo.scan.reader import load_scan
+
+    folder = ROOT / "assets" / "examples"
+    cases = []
+    for entry in json.loads((folder / "examples.json").read_text(encoding="utf-8")):
+        image = load_scan(folder / entry["file"]).image
+        cases.append((image, entry["question"], entry["options"], entry["answer"]))
+    return cases

@@ -69,7 +69,7 @@ def test_both_modes_come_from_one_generate_call(engine, monkeypatch):
 
     monkeypatch.setattr(engine.model, "generate", counted)
     settings = dataclasses.replace(SHORT, exact_length=True)
-    answers = engine.answer(picture(0), QUESTION, OPTIONS, settings=settings)
+    answers = engine.answer(picture(0), QUESTION, OPTIONS, settings=settings, checks={})
     assert len(calls) == 1
     (inputs, output) = calls[0]
     assert inputs[0] == 2  # one row per mode
@@ -78,6 +78,9 @@ def test_both_modes_come_from_one_generate_call(engine, monkeypatch):
     for mode, answer in answers.items():
         assert answer.mode == mode and answer.done and answer.raw and answer.seconds > 0
     assert answers[NO_THINKING].seconds <= answers[THINKING].seconds
+    # The default checks add their controls to the same call: two no-thinking rows more.
+    engine.answer(picture(0), QUESTION, OPTIONS, settings=settings)
+    assert len(calls) == 2 and calls[1][0][0] == 4
 
 
 def test_answer_reads_letters_through_the_protocol(engine):

@@ -15,6 +15,7 @@ DynamicCache of full-attention layers. Greedy results equal those of one row at 
 floating-point differences between batch shapes (see tests/test_continuous.py).
 """
 
+import copy as copy_module
 import itertools
 import threading
 from collections.abc import Iterable, Iterator
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache, StoppingCriteriaList
+from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
 from transformers.cache_utils import DynamicLayer
 
 from medr1_demo.policy.generation import RowLimits, generation_errors
@@ -73,7 +74,7 @@ def complete(engine, requests: Iterable, batch_size: int, settings) -> Iterator[
                 if group:
                     finished, joining = harvest(engine, prefill(engine, owner, group, settings))
                     if finished:
-                        yield finished
+                        yield _decoded(engine, finished)
                     batch = join(batch, joining, engine.pad_id)
             if batch is None:
                 if exhausted:
@@ -83,26 +84,52 @@ def complete(engine, requests: Iterable, batch_size: int, settings) -> Iterator[
             finished, batch = harvest(engine, batch)
             batch = trim(batch)
             if finished:
-                yield finished
+                yield _decoded(engine, finished)
 
 
-def generate(engine, settings, tokens: int, starts, limits: list[int], **inputs):
-    """One `generate` call of at most `tokens` new tokens, each row stopped at its limit."""
+def _decoded(engine, finished) -> list[tuple[int, str, int]]:
+    return [(index, engine.decode(tokens), len(tokens)) for index, tokens in finished]
+
+
+def generate(engine, settings, tokens: int, starts, limits: list[int], hooks=None, **inputs):
+    """One `generate` call of at most `tokens` new tokens, each row stopped at its limit.
+
+    `hooks` (a `Hooks`, optional) sees every step: its streamer the tokens, its processors the
+    scores; both follow the batch's row order.
+    """
     config = engine.generation_config(settings, [tokens])
     config.return_dict_in_generate = True  # the cache comes back with the sequences
     stop = StoppingCriteriaList([RowLimits(starts, limits, threading.Event())])
+    extra = {}
+    if hooks is not None:
+        extra = {"streamer": hooks.streamer, "logits_processor": hooks.processors}
     with generation_errors():
-        return engine.model.generate(**inputs, generation_config=config, stopping_criteria=stop)
+        return engine.model.generate(
+            **inputs, generation_config=config, stopping_criteria=stop, **extra
+        )
 
 
-def prefill(engine, owner, group, settings) -> Batch:
+@dataclass
+class Hooks:
+    """What watches one `generate` call: a streamer and logits processors (either may be None)."""
+
+    streamer: object = None
+    processors: LogitsProcessorList | None = None
+
+
+def prefill(engine, owner, group, settings, hooks=None) -> Batch:
     """Read the prompts of `group` ([(index, (image, prompt, limit))]) and make their first token."""
     ids = [index for index, _ in group]
     images, prompts, limits = (list(column) for column in zip(*(r for _, r in group), strict=True))
     inputs = engine.model_inputs(images, prompts)
+    return prefill_inputs(engine, owner, ids, limits, inputs, settings, hooks)
+
+
+def prefill_inputs(engine, owner, ids, limits, inputs, settings, hooks=None) -> Batch:
+    """As `prefill`, from model inputs already made (one row per id)."""
     length = inputs["input_ids"].shape[1]
     cache = DynamicCache(config=engine.model.config)
-    output = generate(engine, settings, 1, length, limits, **inputs, cache=cache)
+    output = generate(engine, settings, 1, length, limits, hooks, **inputs, cache=cache)
     if any(type(layer) is not DynamicLayer for layer in output.cache.layers):
         raise RuntimeError("continuous batching needs a cache of full-attention layers")
     sequences = output.sequences
@@ -111,11 +138,13 @@ def prefill(engine, owner, group, settings) -> Batch:
     return Batch(ids, limits, starts, sequences, mask, owner.rope_deltas, output.cache)
 
 
-def advance(engine, owner, batch: Batch, settings) -> None:
-    """Generate up to SEGMENT more tokens for every row of `batch` (in place)."""
+def advance(engine, owner, batch: Batch, settings, hooks=None, segment: int | None = None) -> None:
+    """Generate up to `segment` (default SEGMENT) more tokens for every row of `batch`, in place."""
     columns = batch.sequences.shape[1]
     made = (columns - batch.starts).tolist()
-    tokens = min(SEGMENT, max(limit - n for limit, n in zip(batch.limits, made, strict=True)))
+    tokens = min(
+        segment or SEGMENT, max(limit - n for limit, n in zip(batch.limits, made, strict=True))
+    )
     owner.rope_deltas = batch.deltas  # generate adds these to the text positions of new tokens
     output = generate(
         engine,
@@ -123,6 +152,7 @@ def advance(engine, owner, batch: Batch, settings) -> None:
         tokens,
         batch.starts,
         batch.limits,
+        hooks,
         input_ids=batch.sequences,
         attention_mask=batch.mask,
         cache=batch.cache,
@@ -132,31 +162,42 @@ def advance(engine, owner, batch: Batch, settings) -> None:
     batch.cache = output.cache
 
 
-def harvest(engine, batch: Batch) -> tuple[list[tuple[int, str, int]], Batch | None]:
-    """The finished rows as (index, text, tokens), and the batch of the rest (None if none)."""
+def harvest(engine, batch: Batch, drop=()) -> tuple[list[tuple[int, list[int]]], Batch | None]:
+    """The finished rows as (index, generated tokens), and the batch of the rest (None if none).
+
+    Rows whose index is in `drop` (their request was cancelled) leave without being returned.
+    """
     finished, keep = [], []
     sequences, starts = batch.sequences.tolist(), batch.starts.tolist()  # one copy off the device
     for row, (index, limit) in enumerate(zip(batch.ids, batch.limits, strict=True)):
+        if index in drop:
+            continue
         tokens = engine.until_stop(sequences[row][starts[row] :], limit)
         if len(tokens) >= limit or (tokens and tokens[-1] in engine.stop_ids):
-            finished.append((index, engine.decode(tokens), len(tokens)))
+            finished.append((index, tokens))
         else:
             keep.append(row)
+    return finished, select(batch, keep)
+
+
+def select(batch: Batch, keep: list[int], copy: bool = False) -> Batch | None:
+    """The batch of rows `keep` (positions); None when empty. `copy` leaves `batch` intact."""
     if not keep:
-        return finished, None
-    if len(keep) < len(batch.ids):
-        rows = torch.tensor(keep, device=batch.sequences.device)
-        batch.cache.batch_select_indices(rows)
-        batch = Batch(
-            [batch.ids[r] for r in keep],
-            [batch.limits[r] for r in keep],
-            batch.starts[keep],
-            batch.sequences[rows],
-            batch.mask[rows],
-            batch.deltas[rows],
-            batch.cache,
-        )
-    return finished, batch
+        return None
+    if len(keep) == len(batch.ids) and not copy:
+        return batch
+    rows = torch.tensor(keep, device=batch.sequences.device)
+    cache = copy_module.deepcopy(batch.cache) if copy else batch.cache  # copying: rare, on faults
+    cache.batch_select_indices(rows)
+    return Batch(
+        [batch.ids[r] for r in keep],
+        [batch.limits[r] for r in keep],
+        batch.starts[keep],
+        batch.sequences[rows],
+        batch.mask[rows],
+        batch.deltas[rows],
+        cache,
+    )
 
 
 def pad_left(batch: Batch, columns: int, pad_id: int) -> Batch:

@@ -10,6 +10,7 @@ Run `python -m medr1_demo.policy.engine MODEL IMAGE "question" "A" "B" ...` to a
 
 import dataclasses
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -17,20 +18,25 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from medr1_demo.config import DecodingConfig
-from medr1_demo.policy import batching, checkpoint
+from medr1_demo.policy import asking, batching, checkpoint
 from medr1_demo.policy.generation import (
     BatchStreamer,
     GenerationError,
+    Row,
     RowLimits,
+    RowsUpdate,
     generation_config,
     generation_errors,
     until_stop,
 )
-from medr1_demo.protocol import LETTERS, MODES, Question, build_prompt, parse_output, user_turn
+from medr1_demo.policy.letters import LetterForms, LetterRecorder
+from medr1_demo.protocol import MODES, Question, user_turn
 from medr1_demo.results import ModeAnswer, ModelInfo
+
+logger = logging.getLogger(__name__)
 
 
 class PolicyEngine:
@@ -54,6 +60,8 @@ class PolicyEngine:
     def __init__(self, model, processor, info: ModelInfo):
         self.model, self.processor, self.info = model, processor, info
         self._lock = threading.Lock()
+        self.scheduler = None
+        self.letter_forms = LetterForms.of(processor.tokenizer)
         eos = model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         self.stop_ids = set(eos) | {processor.tokenizer.eos_token_id}
@@ -146,22 +154,26 @@ class PolicyEngine:
     def decode(self, tokens: list[int]) -> str:
         return self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
 
-    def _run(self, images, prompts, limits, settings, streamer=None, cancel=None):
-        """One batched generate call (the caller holds the lock) -> [(text, tokens, seconds)].
+    def _run(self, rows: list[Row], settings, streamer=None, cancel=None, recorder=None):
+        """One batched generate call (the caller holds the lock) -> [(tokens, seconds)] per row.
 
-        `streamer` receives every step (a BatchStreamer); `cancel` ends the batch early.
+        `streamer` receives every step (a BatchStreamer); `cancel` ends the batch early;
+        `recorder` (a LetterRecorder) keeps the letters' scores of every step.
         """
+        limits = [row.limit for row in rows]
         streamer = streamer or BatchStreamer(limits, self.stop_ids)
         cancel = cancel or threading.Event()
-        batch = self.model_inputs(images, prompts)
+        batch = self.model_inputs([row.image for row in rows], [row.prompt for row in rows])
         prompt_length = batch["input_ids"].shape[1]
         if settings.do_sample and settings.seed is not None:
             torch.manual_seed(settings.seed)
+        processors = LogitsProcessorList([recorder] if recorder is not None else [])
         with generation_errors(), torch.inference_mode():
             output = self.model.generate(
                 **batch,
                 generation_config=self.generation_config(settings, limits),
                 stopping_criteria=StoppingCriteriaList([RowLimits(prompt_length, limits, cancel)]),
+                logits_processor=processors,
                 streamer=streamer,
             )
         elapsed = time.perf_counter() - streamer.start
@@ -170,7 +182,7 @@ class PolicyEngine:
         for row, limit in enumerate(limits):
             tokens = self.until_stop(sequences[row, prompt_length:].tolist(), limit)
             seconds = streamer.finished[row] if streamer.finished[row] is not None else elapsed
-            results.append((self.decode(tokens), len(tokens), seconds))
+            results.append((tokens, seconds))
         return results
 
     def complete(
@@ -189,9 +201,10 @@ class PolicyEngine:
         )
         if len(limits) != len(prompts) or min(limits, default=1) < 1:
             raise ValueError("max_new_tokens needs one positive limit per prompt.")
+        rows = [Row(i, p, n) for i, p, n in zip(images, prompts, limits, strict=True)]
         with self._lock:
-            rows = self._run(images, prompts, limits, settings or DecodingConfig())
-        return [(text, tokens) for text, tokens, _ in rows]
+            outputs = self._run(rows, settings or DecodingConfig())
+        return [(self.decode(tokens), len(tokens)) for tokens, _ in outputs]
 
     def complete_many(
         self,
@@ -217,82 +230,31 @@ class PolicyEngine:
                 return
             numbered = enumerate(requests)
             while chunk := list(itertools.islice(numbered, batch_size)):
-                indices, rows = zip(*chunk, strict=True)
-                images, prompts, limits = (list(column) for column in zip(*rows, strict=True))
-                outputs = self._run(images, prompts, limits, settings)
-                yield [(i, text, n) for i, (text, n, _) in zip(indices, outputs, strict=True)]
+                indices, requests_ = zip(*chunk, strict=True)
+                outputs = self._run([Row(*request) for request in requests_], settings)
+                yield [
+                    (i, self.decode(tokens), len(tokens))
+                    for i, (tokens, _) in zip(indices, outputs, strict=True)
+                ]
 
     # ------------------------------------------------------------------------------- questions
 
-    @staticmethod
-    def _rows(question, options, modes, settings):
-        """(the checked Question, modes, one prompt and one token limit per mode, settings)."""
-        asked = question if isinstance(question, Question) else Question.ask(question, options)
-        modes = tuple(modes)
-        unknown = [m for m in modes if m not in MODES]
-        if unknown or not modes:
-            raise ValueError(f"modes must be a non-empty subset of {MODES}, not {modes!r}")
-        settings = settings or DecodingConfig()
-        prompts = [build_prompt(asked.formatted, mode) for mode in modes]
-        return asked, modes, prompts, [settings.tokens_for(m) for m in modes], settings
+    def use_scheduler(self, scheduler) -> None:
+        """Answer through a shared `Scheduler` (many users, one batch); None: per request."""
+        self.scheduler = scheduler
 
-    @staticmethod
-    def _mode_answer(mode, text, tokens, seconds, options, done=True) -> ModeAnswer:
-        parsed = parse_output(text, mode, n_options=len(options))
-        index = LETTERS.index(parsed.letter) if parsed.letter else None
-        return ModeAnswer(
-            mode=mode,
-            raw=text,
-            rationale=parsed.rationale,
-            letter=parsed.letter,
-            option_text=options[index] if index is not None else None,
-            format_ok=parsed.format_ok,
-            problem=parsed.problem,
-            tokens=tokens,
-            seconds=round(seconds, 3),
-            done=done,
-        )
+    def generate_rows(self, rows: list[Row], settings: DecodingConfig) -> Iterator[RowsUpdate]:
+        """Growing updates of `rows`, the last one done with each row's recorded letter scores.
 
-    def _answers(self, modes, rows, options) -> dict[str, ModeAnswer]:
-        """mode -> finished ModeAnswer, from one (text, tokens, seconds) row per mode."""
-        return {
-            mode: self._mode_answer(mode, text, tokens, seconds, options)
-            for mode, (text, tokens, seconds) in zip(modes, rows, strict=True)
-        }
-
-    def answer(
-        self,
-        image: Image.Image,
-        question: Question | str,
-        options: list[str] | None = None,
-        modes=MODES,
-        settings: DecodingConfig | None = None,
-    ) -> dict[str, ModeAnswer]:
-        """Answer in every mode of `modes` with one batched generation; mode -> ModeAnswer.
-
-        `question` is a checked `protocol.Question`, or the question's text with its `options`.
+        Through the scheduler when there is one (its decoding settings apply), else in one batch
+        of this request's own; stopping the iteration early cancels the rows.
         """
-        asked, modes, prompts, limits, settings = self._rows(question, options, modes, settings)
-        with self._lock:
-            rows = self._run([image] * len(prompts), prompts, limits, settings)
-        return self._answers(modes, rows, asked.options)
-
-    def stream(
-        self,
-        image: Image.Image,
-        question: Question | str,
-        options: list[str] | None = None,
-        modes=MODES,
-        settings: DecodingConfig | None = None,
-    ) -> Iterator[dict[str, ModeAnswer]]:
-        """Like `answer`, yielding growing partial answers as tokens arrive.
-
-        A mode is `done` once its row stopped; the last yield has every mode done and equals what
-        `answer` returns (same batch, same decoding).
-        """
-        asked, modes, prompts, limits, settings = self._rows(question, options, modes, settings)
+        if self.scheduler is not None and self.scheduler.running:
+            yield from self.scheduler.submit(rows)
+            return
         cancel, box = threading.Event(), {}
-        streamer = BatchStreamer(limits, self.stop_ids)
+        streamer = BatchStreamer([row.limit for row in rows], self.stop_ids)
+        recorder = LetterRecorder(self.letter_forms.ids, range(len(rows)))
 
         def work():
             try:
@@ -300,9 +262,7 @@ class PolicyEngine:
                     if cancel.is_set():  # the consumer left while this call waited for the lock
                         return
                     streamer.start = time.perf_counter()
-                    box["rows"] = self._run(
-                        [image] * len(prompts), prompts, limits, settings, streamer, cancel
-                    )
+                    box["rows"] = self._run(rows, settings, streamer, cancel, recorder)
             except BaseException as error:  # handed to the consumer, raised there
                 box["error"] = error
             finally:
@@ -312,30 +272,68 @@ class PolicyEngine:
         worker.start()
         try:
             while (update := streamer.newest()) is not None:
-                yield self._partial(modes, asked.options, update, streamer.start)
+                yield RowsUpdate(*update)
             worker.join()
             if "error" in box:
                 error = box["error"]
                 if isinstance(error, GenerationError | ValueError):
                     raise error
                 raise GenerationError(f"Generation failed: {error}") from error
-            yield self._answers(modes, box["rows"], asked.options)
+            tokens = [tokens for tokens, _ in box["rows"]]
+            finished = [seconds for _, seconds in box["rows"]]
+            steps = [recorder.steps[i] for i in range(len(rows))]
+            yield RowsUpdate(tokens, finished, True, steps)
         finally:
             cancel.set()  # a consumer that stopped early ends the generation at its next step
             worker.join()
 
-    def _partial(self, modes, options, update, start) -> dict[str, ModeAnswer]:
-        tokens, finished = update
-        now = time.perf_counter() - start
-        answers = {}
-        for row, mode in enumerate(modes):
-            done = finished[row] is not None
-            kept = self.until_stop(tokens[row], len(tokens[row]))
-            # A partial multi-byte character decodes to U+FFFD; it completes on a later step.
-            text = self.decode(kept) if done else self.decode(kept).rstrip("\ufffd")
-            seconds = finished[row] if done else now
-            answers[mode] = self._mode_answer(mode, text, len(kept), seconds, options, done)
-        return answers
+    def stream(
+        self,
+        image: Image.Image,
+        question: Question | str,
+        options: list[str] | None = None,
+        modes=MODES,
+        settings: DecodingConfig | None = None,
+        checks=None,
+    ) -> Iterator[dict[str, ModeAnswer]]:
+        """Answer in every mode of `modes` in one batch, yielding growing partial answers.
+
+        `question` is a checked `protocol.Question`, or the question's text with its `options`.
+        `checks` chooses the trust-aid controls asked in the same batch (`asking.read_checks`;
+        None: the defaults). A mode is `done` once its row stopped; the last yield has every mode
+        done, with its option probabilities and checks.
+        """
+        asked = question if isinstance(question, Question) else Question.ask(question, options)
+        settings = settings or DecodingConfig()
+        plan = asking.plan(image, asked, modes, settings, checks)
+        started, failed = time.perf_counter(), None
+        try:
+            final = yield from self._partials(plan, settings, started)
+        except GenerationError as error:
+            if not plan.controls:
+                raise
+            # A control must never cost the answers: ask again without them.
+            logger.warning("controls dropped after a failed batch: %s", type(error).__name__)
+            sentence = "The checks could not be run; the answers come without them."
+            failed = {control.mode: sentence for control in plan.controls}
+            plan = plan.main_only()
+            final = yield from self._partials(plan, settings, started)
+        yield asking.final_answers(self, plan, final, failed)
+
+    def _partials(self, plan, settings, started):
+        """Yields partial answers of `plan`'s rows; returns the final RowsUpdate."""
+        for update in self.generate_rows(plan.rows, settings):
+            if update.done:
+                return update
+            yield asking.partial_answers(self, plan, update, time.perf_counter() - started)
+        raise GenerationError("Generation ended without an answer.")
+
+    def answer(self, image, question, options=None, modes=MODES, settings=None, checks=None):
+        """As `stream`, only the final answers: mode -> ModeAnswer."""
+        final = None
+        for final in self.stream(image, question, options, modes, settings, checks):  # noqa: B007
+            pass
+        return final
 
 
 def main(argv: list[str] | None = None) -> int:

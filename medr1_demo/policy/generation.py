@@ -14,12 +14,36 @@ import queue
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
+from PIL import Image
 from transformers import GenerationConfig, StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
 from medr1_demo.config import DecodingConfig
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row to generate: a picture, the user turn's text (`protocol.build_prompt`), a limit."""
+
+    image: Image.Image
+    prompt: str
+    limit: int
+
+
+@dataclass(frozen=True)
+class RowsUpdate:
+    """A ticket's rows so far: tokens and finish times (seconds since the start); `done` at the end.
+
+    `steps` (the final update only): each row's recorded letter log-probabilities per step.
+    """
+
+    tokens: list[list[int]]
+    finished: list[float | None]
+    done: bool = False
+    steps: list[list[list[float]]] | None = None
 
 
 class GenerationError(RuntimeError):
