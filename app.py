@@ -94,7 +94,29 @@ def on_gpu(function, seconds: int):
     return spaces.GPU(duration=seconds)(function)
 
 
-def make_backend(engine, config: AppConfig, notice: str | None):
+def share_batch(engine, config: AppConfig) -> tuple[object | None, str]:
+    """A started scheduler for all users' requests, where one can run; (scheduler, in words).
+
+    On ZeroGPU a GPU exists only inside one decorated call, so each request generates alone.
+    """
+    from medr1_demo.policy import batching
+    from medr1_demo.policy.scheduler import Scheduler
+
+    server = config.server
+    if spaces is not None:
+        return None, "one request at a time (ZeroGPU: the GPU exists only inside each call)"
+    if not server.shared_batch:
+        return None, "one request at a time (server.shared_batch is off)"
+    if not batching.supported(engine.model):
+        return None, "one request at a time (this model cannot share a running batch)"
+    scheduler = Scheduler(
+        engine, config.decoding, max_rows=server.max_batch_rows, queue_size=server.queue_size
+    ).start()
+    engine.use_scheduler(scheduler)
+    return scheduler, f"requests share one running batch (up to {server.max_batch_rows} rows)"
+
+
+def make_backend(engine, config: AppConfig, notice: str | None, serving: str | None = None):
     from medr1_demo.web.layout import Backend
 
     seconds = config.server.gpu_seconds
@@ -103,6 +125,7 @@ def make_backend(engine, config: AppConfig, notice: str | None):
         answer=on_gpu(engine.answer, seconds),
         stream=on_gpu(engine.stream, seconds),
         notice=notice,
+        serving=serving,
     )
 
 
@@ -136,12 +159,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from medr1_demo.web.layout import build_demo, configure_queue, launch_options
 
-    demo = configure_queue(build_demo(make_backend(engine, config, notice), config), config)
+    scheduler, serving = share_batch(engine, config)
+    print(f"Serving: {serving}", flush=True)
+    backend = make_backend(engine, config, notice, serving)
+    demo = configure_queue(build_demo(backend, config), config)
     try:
         demo.launch(**launch_options(config))
     except OSError as error:  # the port is taken, the address cannot be bound
         print(f"Could not start the server: {error}", file=sys.stderr)
         return 1
+    finally:
+        if scheduler is not None:  # shutting the app down ends the scheduler
+            scheduler.stop()
     return 0
 
 

@@ -1,8 +1,11 @@
-"""Benchmark: both modes in one batched generate call vs the two modes one after the other.
+"""Benchmark: both modes in one batched call vs one after the other; what the trust aids cost.
 
-Same engine, same case, same work: every mode generates exactly `--tokens` new tokens
-(`DecodingConfig.exact_length`), so only the batching differs. Prints both wall times and
-their ratio (the target is <= 0.75), and the streaming time to first token.
+1. Same engine, same case, same work: every mode generates exactly `--tokens` new tokens
+   (`DecodingConfig.exact_length`), so only the batching differs. Prints both wall times and
+   their ratio (the target is <= 0.75), and the streaming time to first token.
+2. The default checks (the no-thinking answer asked again without the image and with the
+   options reordered, as two more rows of the same batch) against none, at the app's limits
+   (256 thinking / 32 no-thinking tokens, exact): the ratio of medians (target <= 1.25).
 
 Run: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_engine.py [--tokens 256 --repeats 5]`
 
@@ -70,13 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def batched():
-        answers = engine.answer(image, QUESTION, OPTIONS, settings=settings)
+        answers = engine.answer(image, QUESTION, OPTIONS, settings=settings, checks={})
         assert all(a.tokens == args.tokens for a in answers.values()), "unequal work"
 
     def one_after_the_other():
         for mode in (THINKING, NO_THINKING):
             (answer,) = engine.answer(
-                image, QUESTION, OPTIONS, modes=(mode,), settings=settings
+                image, QUESTION, OPTIONS, modes=(mode,), settings=settings, checks={}
             ).values()
             assert answer.tokens == args.tokens, "unequal work"
 
@@ -103,7 +106,29 @@ def main(argv: list[str] | None = None) -> int:
         for _ in stream:  # let it finish, so each run starts from an idle engine
             pass
     print(f"streaming time to first token: {statistics.median(first_token) * 1000:.0f} ms")
+    controls_cost(engine, image, args.repeats)
     return 0
+
+
+def controls_cost(engine, image, repeats: int) -> None:
+    """The default checks' extra rows against none, in interleaved pairs."""
+    app_limits = DecodingConfig(exact_length=True)  # 256 thinking / 32 no-thinking tokens
+
+    def with_checks():
+        answers = engine.answer(image, QUESTION, OPTIONS, settings=app_limits)
+        assert set(answers[NO_THINKING].checks) >= {"image", "order"}
+
+    def without():
+        engine.answer(image, QUESTION, OPTIONS, settings=app_limits, checks={})
+
+    with_checks(), without()
+    pairs = [(seconds(with_checks), seconds(without)) for _ in range(repeats)]
+    ratio = statistics.median(w / n for w, n in pairs)
+    print(f"default checks (2 more no-thinking rows), app limits, median of {repeats}:")
+    print(
+        f"  with checks {statistics.median(w for w, _ in pairs):.3f} s, without "
+        f"{statistics.median(n for _, n in pairs):.3f} s: ratio {ratio:.2f} (target <= 1.25)"
+    )
 
 
 if __name__ == "__main__":

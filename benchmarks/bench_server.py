@@ -4,9 +4,14 @@
 
 Both parts launch the real `python app.py` on a tiny untrained policy on a free port.
 
-1. Load: `--clients` concurrent `gradio_client` clients each send `--requests` requests to
-   `/answer`. Printed: answered / refused (the bounded queue said it is full) / lost (anything
-   else: an exception, a timeout, a malformed answer; must be 0), and p50/p95 latency.
+1. Load, both ways in one run: the app answering one request at a time (`--no-shared-batch
+   --concurrency 1`, the serialised engine) and with every request's rows in one shared running
+   batch (the default). `--clients` concurrent `gradio_client` clients each send `--requests`
+   requests to `/answer` (default checks: 4 rows a request). Printed: answered / refused (the
+   bounded queue said it is full) / lost (anything else: an exception, a timeout, a malformed
+   answer; must be 0), p50/p95 latency, answers per second, and for the shared batch the
+   streaming time to first token of one more client (`/answer_stream`) while the load runs.
+   Targets: throughput >= 3x the serialised engine's, p95 <= 0.5x.
 2. Overhead: the same case at 256 new tokens per mode, end to end through `/answer` (with
    `gradio_client`, and with plain HTTP on Gradio's REST routes) versus a direct
    `PolicyEngine.answer` in a quiet process of its own, round by round: the ratio of medians
@@ -96,7 +101,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def load_test(url: str, scan: Path, clients: int, requests: int) -> None:
+def first_token(url: str, scan: Path, delay: float, out: dict) -> None:
+    """After `delay` s, one streaming request: seconds until its first partial with tokens."""
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False)
+    time.sleep(delay)
+    began = time.perf_counter()
+    job = client.submit(
+        scan=handle_file(str(scan)), question=QUESTION, options=OPTIONS,
+        api_name="/answer_stream",
+    )  # fmt: skip
+    while not job.done():
+        outputs = job.outputs()
+        if outputs and any(a["tokens"] for a in outputs[-1].get("answers", {}).values()):
+            out["first token"] = time.perf_counter() - began
+            break
+        time.sleep(0.01)
+    job.result()
+    out.setdefault("first token", None)
+    out["streamed answer"] = time.perf_counter() - began
+    client.close()
+
+
+def load_test(url: str, scan: Path, clients: int, requests: int, stream_probe=False) -> dict:
     from gradio_client import Client, handle_file
 
     outcomes = {"answered": 0, "refused": 0, "lost": 0}
@@ -131,22 +159,33 @@ def load_test(url: str, scan: Path, clients: int, requests: int) -> None:
         client.close()
 
     threads = [threading.Thread(target=one_client) for _ in range(clients)]
+    probe: dict = {}
+    if stream_probe:  # fired once the load is running
+        threads.append(threading.Thread(target=first_token, args=(url, scan, 1.0, probe)))
     began = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - began
-    print(f"load: {clients} clients x {requests} requests in {wall:.1f} s")
+    stats = {**outcomes, "wall": wall, "per_second": outcomes["answered"] / wall, **probe}
+    stats["p50"] = percentile(latencies, 0.5) if latencies else None
+    stats["p95"] = percentile(latencies, 0.95) if latencies else None
+    print(f"  {clients} clients x {requests} requests in {wall:.1f} s")
     print(
         f"  answered {outcomes['answered']}  refused {outcomes['refused']}  lost {outcomes['lost']}"
+        f"  ({stats['per_second']:.2f} answers/s)"
     )
     if latencies:
+        print(f"  latency p50 {stats['p50']:.2f} s  p95 {stats['p95']:.2f} s")
+    if probe.get("first token") is not None:
         print(
-            f"  latency p50 {percentile(latencies, 0.5):.2f} s  p95 {percentile(latencies, 0.95):.2f} s"
+            f"  streaming under load: first token after {probe['first token']:.2f} s, "
+            f"whole answer {probe['streamed answer']:.2f} s"
         )
     for reason in lost_reasons[:5]:
         print(f"  lost: {reason}")
+    return stats
 
 
 def direct_worker(checkpoint: str, scan: str, tokens: int) -> int:
@@ -185,7 +224,7 @@ def http_answer(http, url: str, scan: Path) -> dict:
     with open(scan, "rb") as file:
         path = http.post(f"{base}/upload", files={"files": (scan.name, file)}).json()[0]
     upload = {"path": path, "meta": {"_type": "gradio.FileData"}}
-    body = {"data": [upload, QUESTION, OPTIONS, ["thinking", "no-thinking"], None, "auto"]}
+    body = {"data": [upload, QUESTION, OPTIONS, ["thinking", "no-thinking"], None, "auto", None]}
     event = http.post(f"{base}/call/answer", json=body).json()["event_id"]
     kind = None
     with http.stream("GET", f"{base}/call/answer/{event}") as stream:
@@ -267,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--overhead-policy", choices=sorted(OVERHEAD_POLICIES), default="small")
+    parser.add_argument(
+        "--parts", nargs="+", choices=["load", "overhead"], default=["load", "overhead"]
+    )
     parser.add_argument("--direct-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.direct_worker:
@@ -282,12 +324,31 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(folder)
         checkpoint = build_tiny_checkpoint(folder / "tiny", seed=0)
 
-        process, url = launch(folder, checkpoint, "--queue-size", str(args.queue_size))
-        try:
-            load_test(url, scan, args.clients, args.requests)
-        finally:
-            stop(process)
+        ways = {
+            "serialised engine (--no-shared-batch --concurrency 1)": (
+                "--no-shared-batch", "--concurrency", "1",
+            ),
+            "shared running batch (default)": (),
+        }  # fmt: skip
+        found = {}
+        for name, flags in ways.items() if "load" in args.parts else ():
+            print(f"load, {name}:")
+            process, url = launch(folder, checkpoint, "--queue-size", str(args.queue_size), *flags)
+            try:
+                found[name] = load_test(
+                    url, scan, args.clients, args.requests, stream_probe=not flags
+                )
+            finally:
+                stop(process)
+        alone, shared = found.values() if found else ({}, {})
+        if found and alone["per_second"] and alone["p95"] and shared["p95"]:
+            print(
+                f"shared / serialised: throughput {shared['per_second'] / alone['per_second']:.2f}x"
+                f" (target >= 3), p95 {shared['p95'] / alone['p95']:.2f}x (target <= 0.5)"
+            )
 
+        if "overhead" not in args.parts:
+            return 0
         tokens = str(args.tokens)
         sizes = OVERHEAD_POLICIES[args.overhead_policy]
         if sizes:

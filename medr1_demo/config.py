@@ -94,7 +94,12 @@ class DecodingConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """How the page is served. The queue runs `concurrency` generations at a time."""
+    """How the page is served: address, login, limits, and how requests share the model.
+
+    With `shared_batch` every request's rows join one running batch (a scheduler owns the model),
+    so `concurrency` requests are answered together; without it, or on ZeroGPU (where a GPU
+    exists only inside one call), requests are answered one at a time.
+    """
 
     host: str = setting(
         "127.0.0.1",
@@ -105,8 +110,10 @@ class ServerConfig:
     auth: str | None = setting(
         None, "user:password required to open the page (the variable keeps it off `ps`)"
     )
-    concurrency: int = setting(1, "generations at once")
+    concurrency: int = setting(32, "requests answered at once (sharing one batch)")
     queue_size: int = setting(16, "waiting requests beyond this are refused with a message")
+    shared_batch: bool = setting(True, "answer all users' requests in one running batch")
+    max_batch_rows: int = setting(64, "most rows in the shared batch (a request is 2-6 rows)")
     max_question_chars: int = setting(2000, "longest question accepted, in characters")
     max_option_chars: int = setting(300, "longest answer option accepted, in characters")
     max_upload_mb: int = setting(200, "largest upload accepted, in megabytes")
@@ -289,7 +296,7 @@ def validate(config: AppConfig) -> AppConfig:
     if not 1 <= server.port <= 65535:
         raise ConfigError(f"port {server.port} is not a valid port number.")
     positive = {
-        "server": ("concurrency", "queue_size", "max_question_chars", "max_option_chars",
+        "server": ("concurrency", "queue_size", "max_batch_rows", "max_question_chars", "max_option_chars",
                    "max_upload_mb", "cache_minutes", "gpu_seconds"),
         "decoding": ("max_new_tokens_thinking", "max_new_tokens_no_thinking", "temperature"),
     }  # fmt: skip

@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from medr1_demo.protocol import MODES
 
 
+class Busy(RuntimeError):
+    """The policy's wait queue is full; str(err) is the sentence to show."""
+
+
 @dataclass(frozen=True)
 class Check:
     """One trust aid's outcome for one mode's answer (see `medr1_demo.policy.trust`)."""

@@ -86,3 +86,42 @@ def test_page_answers_a_dicom_in_both_columns(app_server, ct_dicom, tmp_path):
             browser.close()
     assert (ARTIFACTS / "browser.png").stat().st_size > 10_000
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_page_shows_option_probabilities_and_both_checks(tmp_path):
+    """On the bundled demo policy (the app's default): bars in both cards, two check verdicts."""
+    from conftest import launch_app
+    from playwright.sync_api import sync_playwright
+
+    scan, question, options = dicom_example(None)
+    server = launch_app(tmp_path)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch_persistent_context(
+                str(tmp_path / "profile"),
+                executable_path=str(CHROMIUM),
+                headless=True,
+                args=CHROMIUM_FLAGS,
+                viewport={"width": 1400, "height": 1100},
+            )
+            try:
+                page = browser.new_page()
+                page.goto(server.url)
+                page.set_input_files("#scan-file input[type=file]", str(scan))
+                page.wait_for_selector("#scan-preview img", timeout=20_000)
+                page.fill("#question textarea", question)
+                page.fill("#options textarea", options)
+                page.click("#run")
+                for column in ("#col-thinking", "#col-no-thinking"):
+                    page.wait_for_selector(f"{column} .medr1-probs .medr1-prob", timeout=30_000)
+                bars = page.locator("#col-no-thinking .medr1-prob").count()
+                assert bars == len(options.splitlines())
+                assert page.locator("#col-no-thinking .medr1-prob.medr1-chosen").count() == 1
+                for check in ("image", "order"):
+                    item = page.locator(f'#col-no-thinking .medr1-check[data-check="{check}"]')
+                    assert item.count() == 1 and item.inner_text().strip()
+                page.screenshot(path=str(ARTIFACTS / "browser-checks.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        server.stop()

@@ -211,3 +211,32 @@ def test_thinking_controls_are_asked_when_chosen(demo_engine, gallery):
     answers = demo_engine.answer(image, question, options, checks=BOTH_CONTROLS)
     for mode in answers:
         assert set(trust.CONTROLS) <= set(answers[mode].checks)
+
+
+# ------------------------------------------------------------------------------------- API
+
+
+def test_the_api_returns_what_the_engine_computed(demo_engine, tmp_path):
+    from medr1_demo.web.handlers import Backend, Handlers
+
+    folder = ROOT / "assets" / "examples"
+    case = json.loads((folder / "examples.json").read_text(encoding="utf-8"))[0]
+    handlers = Handlers(Backend(demo_engine.info, demo_engine.answer, demo_engine.stream))
+    result = handlers.answer_api(str(folder / case["file"]), case["question"], case["options"])
+    from medr1_demo.scan.reader import load_scan
+
+    image = load_scan(folder / case["file"]).image
+    expected = demo_engine.answer(image, case["question"], case["options"])
+    for mode, answer in expected.items():
+        sent = result["answers"][mode]
+        assert sent["probabilities"] == answer.probabilities
+        assert set(sent["checks"]) == set(answer.checks)
+        for name, check in answer.checks.items():
+            assert sent["checks"][name]["verdict"] == check.verdict
+            assert sent["checks"][name]["sentence"] == check.sentence
+    bad = handlers.answer_api(str(folder / case["file"]), "Which?", ["CT", "MRI"], checks=["x"])
+    assert not bad["ok"] and "Unknown check" in bad["error"]
+    bad = handlers.answer_api(str(folder / case["file"]), "Which?", ["CT", "MRI"], checks="image")
+    assert not bad["ok"] and "list" in bad["error"]
+    none = handlers.answer_api(str(folder / case["file"]), "Which?", ["CT", "MRI"], checks=[])
+    assert none["ok"] and none["answers"]["no-thinking"]["checks"] == {}

@@ -9,7 +9,7 @@ finished rows into `ModeAnswer`s with their option probabilities (`policy.letter
     for update in engine.generate_rows(plan.rows, settings): ...
     answers = asking.final_answers(engine, plan, update)
 
-Checks are chosen per mode: `read_checks(None)` gives the defaults (both controls for no-thinking,
+Checks are chosen per mode: `trust.read_checks(None)` gives the defaults (both controls for no-thinking,
 none for thinking, whose controls would cost a whole rationale each).
 """
 
@@ -24,39 +24,12 @@ from medr1_demo.policy.letters import option_probabilities
 from medr1_demo.protocol import (
     LETTERS,
     MODES,
-    NO_THINKING,
     THINKING,
     Question,
     build_prompt,
     parse_output,
 )
 from medr1_demo.results import Check, ModeAnswer
-
-DEFAULT_CHECKS = {THINKING: (), NO_THINKING: trust.CONTROLS}
-
-
-def read_checks(checks) -> dict[str, tuple[str, ...]]:
-    """Checks per mode from None (the defaults), a mode -> names mapping, or "mode:name" strings.
-
-    Raises ValueError naming what is unknown.
-    """
-    if checks is None:
-        return dict(DEFAULT_CHECKS)
-    if isinstance(checks, dict):
-        pairs = [(mode, name) for mode, names in checks.items() for name in names]
-    else:
-        pairs = []
-        for item in checks:
-            mode, _, name = str(item).rpartition(":")
-            pairs.append((mode, name))
-    chosen: dict[str, tuple[str, ...]] = {mode: () for mode in MODES}
-    for mode, name in pairs:
-        if mode not in MODES or name not in trust.CONTROLS:
-            listed = ", ".join(f"{m}:{c}" for m in MODES for c in trust.CONTROLS)
-            raise ValueError(f"Unknown check '{mode}:{name}'; choose from {listed}.")
-        if name not in chosen[mode]:
-            chosen[mode] += (name,)
-    return chosen
 
 
 @dataclass(frozen=True)
@@ -91,7 +64,7 @@ def plan(
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         raise ValueError(f"modes must be a non-empty subset of {MODES}, not {modes!r}")
-    chosen = read_checks(checks)
+    chosen = trust.read_checks(checks)
     rows = [Row(image, build_prompt(question.formatted, m), settings.tokens_for(m)) for m in modes]
     controls = []
     for mode in modes:

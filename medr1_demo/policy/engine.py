@@ -299,16 +299,26 @@ class PolicyEngine:
         """Answer in every mode of `modes` in one batch, yielding growing partial answers.
 
         `question` is a checked `protocol.Question`, or the question's text with its `options`.
-        `checks` chooses the trust-aid controls asked in the same batch (`asking.read_checks`;
+        `checks` chooses the trust-aid controls asked in the same batch (`trust.read_checks`;
         None: the defaults). A mode is `done` once its row stopped; the last yield has every mode
         done, with its option probabilities and checks.
         """
+        yield from self._ask(image, question, options, modes, settings, checks, partial=True)
+
+    def answer(self, image, question, options=None, modes=MODES, settings=None, checks=None):
+        """As `stream`, only the final answers (no partial answers are read): mode -> ModeAnswer."""
+        final = None
+        for final in self._ask(image, question, options, modes, settings, checks, partial=False):  # noqa: B007
+            pass
+        return final
+
+    def _ask(self, image, question, options, modes, settings, checks, partial: bool):
         asked = question if isinstance(question, Question) else Question.ask(question, options)
         settings = settings or DecodingConfig()
         plan = asking.plan(image, asked, modes, settings, checks)
         started, failed = time.perf_counter(), None
         try:
-            final = yield from self._partials(plan, settings, started)
+            final = yield from self._partials(plan, settings, started, partial)
         except GenerationError as error:
             if not plan.controls:
                 raise
@@ -317,23 +327,17 @@ class PolicyEngine:
             sentence = "The checks could not be run; the answers come without them."
             failed = {control.mode: sentence for control in plan.controls}
             plan = plan.main_only()
-            final = yield from self._partials(plan, settings, started)
+            final = yield from self._partials(plan, settings, started, partial)
         yield asking.final_answers(self, plan, final, failed)
 
-    def _partials(self, plan, settings, started):
-        """Yields partial answers of `plan`'s rows; returns the final RowsUpdate."""
+    def _partials(self, plan, settings, started, partial: bool = True):
+        """Yields partial answers of `plan`'s rows (when `partial`); returns the final update."""
         for update in self.generate_rows(plan.rows, settings):
             if update.done:
                 return update
-            yield asking.partial_answers(self, plan, update, time.perf_counter() - started)
+            if partial:
+                yield asking.partial_answers(self, plan, update, time.perf_counter() - started)
         raise GenerationError("Generation ended without an answer.")
-
-    def answer(self, image, question, options=None, modes=MODES, settings=None, checks=None):
-        """As `stream`, only the final answers: mode -> ModeAnswer."""
-        final = None
-        for final in self.stream(image, question, options, modes, settings, checks):  # noqa: B007
-            pass
-        return final
 
 
 def main(argv: list[str] | None = None) -> int:

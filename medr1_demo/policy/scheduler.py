@@ -31,15 +31,12 @@ from medr1_demo.config import DecodingConfig
 from medr1_demo.policy import batching
 from medr1_demo.policy.generation import GenerationError, Row, RowsUpdate
 from medr1_demo.policy.letters import LetterRecorder
+from medr1_demo.results import Busy
 
 logger = logging.getLogger(__name__)
 SEGMENT = 8  # tokens between joins: short enough that a new request starts soon
 BUSY = "The model is busy answering other people's questions; please try again in a moment."
 STOPPED = "The server is shutting down; please try again in a moment."
-
-
-class Busy(RuntimeError):
-    """The wait queue is full; str(err) is the sentence to show."""
 
 
 class Ticket:
@@ -209,11 +206,18 @@ class Scheduler:
                         if self._stopping:
                             break
                         joining = self._take()
-                    for ticket in joining:
-                        self._prefill(ticket)
-                    if self._batch is not None:
-                        self._advance_all()
-                        self._harvest()
+                    try:
+                        for ticket in joining:
+                            self._prefill(ticket)
+                        if self._batch is not None:
+                            self._advance_all()
+                        if self._batch is not None:
+                            self._harvest()
+                    except Exception as error:  # a bug here must not stop serving others later
+                        logger.exception("the scheduler lost its batch")
+                        for ticket in list(self._running.values()):
+                            self._fail(ticket, error)
+                        self._batch = None
         finally:
             self._fail_everything(Busy(STOPPED))
 
@@ -264,7 +268,9 @@ class Scheduler:
             return
         except Exception:  # find whose rows fail: advance each request alone
             logger.warning("a shared batch failed; retrying its requests one by one")
-        batch.cache.crop(batch.sequences.shape[1] - 1)  # undo what the failed call cached
+        cached = batch.sequences.shape[1] - 1  # the cache holds every column but the last
+        for layer in batch.cache.layers:  # undo what the failed call cached, layer by layer
+            layer.keys, layer.values = layer.keys[:, :, :cached], layer.values[:, :, :cached]
         survivors = None
         for key in dict.fromkeys(k[0] for k in batch.ids):
             rows = [i for i, k in enumerate(batch.ids) if k[0] == key]

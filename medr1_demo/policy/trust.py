@@ -23,7 +23,14 @@ options move can still be wrong.
 
 from PIL import Image
 
-from medr1_demo.protocol import LETTERS, Question, rationale_conclusion
+from medr1_demo.protocol import (
+    LETTERS,
+    MODES,
+    NO_THINKING,
+    THINKING,
+    Question,
+    rationale_conclusion,
+)
 from medr1_demo.results import Check
 
 IMAGE, ORDER = "image", "order"
@@ -135,3 +142,32 @@ def rationale_check(rationale: str | None, letter: str | None, options) -> Check
         f"{_named(letter, options)}."
     )
     return Check(verdict="contradicts", sentence=sentence, **base)
+
+
+# Defaults: both controls for no-thinking (a few tokens each); none for thinking, whose
+# controls would cost a whole second rationale each.
+DEFAULT_CHECKS = {THINKING: (), NO_THINKING: CONTROLS}
+
+
+def read_checks(checks) -> dict[str, tuple[str, ...]]:
+    """Checks per mode from None (the defaults), a mode -> names mapping, or "mode:name" strings.
+
+    Raises ValueError naming what is unknown.
+    """
+    if checks is None:
+        return dict(DEFAULT_CHECKS)
+    if isinstance(checks, dict):
+        pairs = [(mode, name) for mode, names in checks.items() for name in names]
+    else:
+        pairs = []
+        for item in checks:
+            mode, _, name = str(item).rpartition(":")
+            pairs.append((mode, name))
+    chosen: dict[str, tuple[str, ...]] = {mode: () for mode in MODES}
+    for mode, name in pairs:
+        if mode not in MODES or name not in CONTROLS:
+            listed = ", ".join(f"{m}:{c}" for m in MODES for c in CONTROLS)
+            raise ValueError(f"Unknown check '{mode}:{name}'; choose from {listed}.")
+        if name not in chosen[mode]:
+            chosen[mode] += (name,)
+    return chosen

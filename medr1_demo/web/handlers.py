@@ -20,6 +20,7 @@ from pathlib import Path
 import gradio as gr
 
 from medr1_demo.config import AppConfig
+from medr1_demo.policy.trust import read_checks
 from medr1_demo.protocol import (
     MODES,
     NO_THINKING,
@@ -28,10 +29,10 @@ from medr1_demo.protocol import (
     QuestionError,
     split_question,
 )
-from medr1_demo.results import ModeAnswer, ModelInfo
+from medr1_demo.results import Busy, ModeAnswer, ModelInfo
 from medr1_demo.scan.cache import ScanCache
 from medr1_demo.scan.types import ScanError
-from medr1_demo.web import render
+from medr1_demo.web import aids, render
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Backend:
     # the same arguments; yields growing partial answers, the last one final
     stream: Callable[..., Iterator[dict[str, ModeAnswer]]]
     notice: str | None = None  # shown above the model panel, e.g. for an untrained policy
+    serving: str | None = None  # how requests share the model, in words (model panel)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Request:
     question: Question
     modes: tuple[str, ...]
     scan: dict  # safe facts only: kind, frames, size; never metadata or the file name
+    checks: tuple[str, ...] = ()  # the trust-aid controls asked, as "mode:check"
 
 
 def read_options(value) -> list[str]:
@@ -214,12 +217,28 @@ class Handlers:
             raise RequestError("Choose at least one mode: thinking, no-thinking or both.")
         return tuple(m for m in MODES if m in modes)
 
-    def check_request(self, path, question, options, modes, frame=None, window="auto") -> Request:
+    @staticmethod
+    def _checks(checks) -> tuple[str, ...]:
+        if checks is not None and (
+            isinstance(checks, str) or not all(isinstance(c, str) for c in checks)
+        ):
+            raise RequestError('Checks must be a list such as ["no-thinking:image"].')
+        chosen = tuple(aids.chosen_checks(checks))
+        try:
+            read_checks(chosen)
+        except ValueError as error:
+            raise RequestError(str(error)) from None
+        return chosen
+
+    def check_request(
+        self, path, question, options, modes, frame=None, window="auto", checks=None
+    ) -> Request:
         """Check everything once, before the model runs; RequestError says what to fix."""
         if not path:  # the first thing missing on an untouched page
             raise RequestError("Upload a scan first (DICOM, PNG or JPEG).")
         asked = self._question(question, options)
         chosen = self._modes(modes)
+        controls = self._checks(checks)
         scan = self._scan(path, frame, window)
         facts = {
             "kind": scan.kind,
@@ -231,7 +250,7 @@ class Handlers:
             "warnings": list(scan.warnings),
             "burned_in_annotation": bool(scan.burned_in_annotation),
         }
-        return Request(scan.image, asked, chosen, facts)
+        return Request(scan.image, asked, chosen, facts, controls)
 
     def _generate(self, request: Request, stream: bool = True) -> Iterator[dict[str, ModeAnswer]]:
         """The backend's answers (growing when `stream`), its failures turned into RequestError."""
@@ -240,11 +259,18 @@ class Handlers:
         call = self.backend.stream if stream else self.backend.answer
         try:
             result = call(
-                request.image, request.question, modes=request.modes, settings=self.config.decoding
+                request.image,
+                request.question,
+                modes=request.modes,
+                settings=self.config.decoding,
+                checks=list(request.checks),
             )
             for answers in result if stream else [result]:
                 yield answers
         except QuestionError as error:
+            raise RequestError(str(error)) from None
+        except Busy as error:  # the shared batch's wait queue is full
+            logger.info("request refused: busy")
             raise RequestError(str(error)) from None
         except Exception as error:  # the engine's GenerationError and anything below it
             logger.warning("generation failed: %s", type(error).__name__)
@@ -259,30 +285,34 @@ class Handlers:
 
     # ------------------------------------------------------------------------------------ page
 
-    def run(self, path, frame, window, question, options_text, modes):
+    def run(self, path, frame, window, question, options_text, modes, checks=None):
         """The Run button: yields (status, think card, rationale, think raw, plain card, plain raw,
         agreement, asked) as both modes stream."""
         try:
             index = int(frame) - 1 if frame else None  # the slider counts from 1
-            request = self.check_request(path, question, options_text, modes, index, window)
+            request = self.check_request(
+                path, question, options_text, modes, index, window, checks or []
+            )
         except RequestError as error:
             yield self._page(None, (), render.message_html(str(error)))
             return
         asked = render.question_preview(request.question)
+        options = request.question.options
         yield self._page({}, request.modes, render.message_html("Answering…", "info"), asked)
         answers = {}
         try:
             for answers in self._generate(request):
-                yield self._page(answers, request.modes, "", asked)
+                yield self._page(answers, request.modes, "", asked, options)
         except RequestError as error:
-            yield self._page(answers, request.modes, render.message_html(str(error)), asked)
+            status = render.message_html(str(error))
+            yield self._page(answers, request.modes, status, asked, options)
 
     @staticmethod
-    def _page(answers, modes, status, asked=None):
+    def _page(answers, modes, status, asked=None, options=()):
         def card(mode):
             if answers is None:
                 return render.answer_card(mode, None)
-            return render.answer_card(mode, answers.get(mode), requested=mode in modes)
+            return render.answer_card(mode, answers.get(mode), mode in modes, options)
 
         think, plain = (answers or {}).get(THINKING), (answers or {}).get(NO_THINKING)
         return (
@@ -298,18 +328,25 @@ class Handlers:
 
     # ------------------------------------------------------------------------------------- API
 
-    def answer_api(self, scan, question, options, modes=MODES, frame=None, window="auto") -> dict:
-        """`/answer`: one JSON result; `error` holds a plain sentence when it cannot answer."""
-        return list(self._respond(scan, question, options, modes, frame, window, stream=False))[-1]
+    def answer_api(
+        self, scan, question, options, modes=MODES, frame=None, window="auto", checks=None
+    ) -> dict:
+        """`/answer`: one JSON result; `error` holds a plain sentence when it cannot answer.
 
-    def stream_api(self, scan, question, options, modes=MODES, frame=None, window="auto"):
+        `checks`: the trust-aid controls as "mode:check" strings (None: the defaults)."""
+        found = self._respond(scan, question, options, modes, frame, window, checks, stream=False)
+        return list(found)[-1]
+
+    def stream_api(
+        self, scan, question, options, modes=MODES, frame=None, window="auto", checks=None
+    ):
         """`/answer_stream`: JSON results growing with the answers; the last has done=True."""
-        yield from self._respond(scan, question, options, modes, frame, window, stream=True)
+        yield from self._respond(scan, question, options, modes, frame, window, checks, True)
 
-    def _respond(self, scan, question, options, modes, frame, window, stream: bool):
+    def _respond(self, scan, question, options, modes, frame, window, checks, stream: bool):
         info = self.backend.info
         try:
-            request = self.check_request(scan, question, options, modes, frame, window)
+            request = self.check_request(scan, question, options, modes, frame, window, checks)
             for answers in self._generate(request, stream):
                 yield render.api_payload(
                     info, answers=answers, scan=request.scan, question=request.question

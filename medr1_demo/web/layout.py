@@ -15,7 +15,7 @@ import gradio as gr
 from medr1_demo.config import AppConfig
 from medr1_demo.protocol import MAX_OPTIONS, MIN_OPTIONS, MODES, NO_THINKING, THINKING
 from medr1_demo.scan.windowing import WINDOW_CHOICES
-from medr1_demo.web import render
+from medr1_demo.web import aids, render
 from medr1_demo.web.handlers import Backend, Handlers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,6 +140,14 @@ def build_demo(
                     modes = gr.CheckboxGroup(
                         MODE_CHOICES, value=list(MODES), label="Modes", scale=3, elem_id="modes"
                     )
+                    checks = gr.CheckboxGroup(
+                        aids.CHECK_CHOICES,
+                        value=list(aids.DEFAULT_CHECKS),
+                        label="Checks beside the answers",
+                        info="Each asks the question once more in the same batch.",
+                        scale=4,
+                        elem_id="checks",
+                    )
                     split = gr.Button(
                         "Split A)… B)… options out of the question",
                         size="sm",
@@ -162,6 +170,7 @@ def build_demo(
                         with gr.Accordion("Raw output", open=False):
                             plain_raw = gr.HTML(render.raw_output_html(None))
                 agree = gr.HTML(render.agreement_html(None), elem_id="agreement")
+                gr.HTML(f'<p class="medr1-legend">{aids.AIDS_LEGEND}</p>')
 
         rows, labels = load_examples(examples_dir)
         if rows:
@@ -174,7 +183,8 @@ def build_demo(
                 examples_per_page=16,
             )
         with gr.Accordion("Model", open=True):
-            gr.HTML(render.model_panel(backend.info, backend.notice), elem_id="model-panel")
+            panel = render.model_panel(backend.info, backend.notice, backend.serving)
+            gr.HTML(panel, elem_id="model-panel")
 
         # Inputs of the named API endpoints; never shown on the page.
         with gr.Column(visible=False):
@@ -184,6 +194,7 @@ def build_demo(
             api_modes = gr.CheckboxGroup(list(MODES), value=list(MODES), label="modes")
             api_frame = gr.Number(None, precision=0, label="frame")
             api_window = gr.Dropdown(list(WINDOW_CHOICES), value="auto", label="window")
+            api_checks = gr.JSON(None, label="checks")
             api_result = gr.JSON(label="result")
             api_trigger = gr.Button("api")
 
@@ -220,14 +231,16 @@ def build_demo(
         ]
         run.click(
             handlers.run,
-            [scan_file, frame, window, question, options, modes],
+            [scan_file, frame, window, question, options, modes, checks],
             page_outputs,
             show_progress="full",
             show_progress_on=[status],
             **generation,
             **PRIVATE,
         )
-        api_inputs = [api_scan, api_question, api_options, api_modes, api_frame, api_window]
+        api_inputs = [
+            api_scan, api_question, api_options, api_modes, api_frame, api_window, api_checks
+        ]  # fmt: skip
         api_trigger.click(
             handlers.answer_api,
             api_inputs,

@@ -10,6 +10,7 @@ import io
 
 from medr1_demo.protocol import LETTERS, MODES, NO_THINKING, THINKING, Question
 from medr1_demo.results import ModeAnswer, ModelInfo, modes_agree
+from medr1_demo.web import aids
 
 MODE_LABELS = {THINKING: "Thinking", NO_THINKING: "No thinking"}
 PREVIEW_MAX_SIDE = 1024  # pixels; larger scans are shown scaled down
@@ -41,8 +42,9 @@ def _chip(text: str, tone: str = "") -> str:
     return f'<span class="medr1-chip {tone}">{_e(text)}</span>'
 
 
-def answer_card(mode: str, answer: ModeAnswer | None, requested: bool = True) -> str:
-    """The big answer of one mode: letter + option text, format kept or not, tokens and seconds."""
+def answer_card(mode: str, answer: ModeAnswer | None, requested: bool = True, options=()) -> str:
+    """The big answer of one mode: letter + option text, format kept or not, tokens and seconds,
+    and once done the option probabilities and the checks (`options`: the question's)."""
     title = f'<div class="medr1-card-title">{_e(MODE_LABELS[mode])}</div>'
     if not requested:
         return f'<div class="medr1-card medr1-idle">{title}<p>Not requested.</p></div>'
@@ -72,7 +74,8 @@ def answer_card(mode: str, answer: ModeAnswer | None, requested: bool = True) ->
     chips.append(_chip(f"{answer.tokens} tokens"))
     chips.append(_chip(f"{answer.seconds:.1f} s"))
     facts = f'<div class="medr1-facts">{"".join(chips)}</div>'
-    return f'<div class="medr1-card {state}">{title}{body}{problem}{facts}</div>'
+    trust = aids.aids_html(answer, options)
+    return f'<div class="medr1-card {state}">{title}{body}{problem}{facts}{trust}</div>'
 
 
 def rationale_html(answer: ModeAnswer | None) -> str:
@@ -162,7 +165,7 @@ def question_preview(question: Question | None) -> str:
 # --------------------------------------------------------------------------------------- model
 
 
-def model_panel(info: ModelInfo, notice: str | None = None) -> str:
+def model_panel(info: ModelInfo, notice: str | None = None, serving: str | None = None) -> str:
     """Checkpoint, base model, trained mode, device... and the disclaimer."""
     rows = [
         ("Checkpoint", info.model_id),
@@ -178,6 +181,8 @@ def model_panel(info: ModelInfo, notice: str | None = None) -> str:
             f"{info.parameters / 1e6:,.1f} M" if info.parameters >= 1e5 else f"{info.parameters:,}",
         ),
         ("Processor", info.processor),
+        ("Prompts", "Med-R1's training templates (what the policy learned)"),
+        ("Serving", serving or "one request at a time"),
     ]
     table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     banner = message_html(notice, "warning") if notice else ""
@@ -191,7 +196,7 @@ def disclaimer_html() -> str:
 # ----------------------------------------------------------------------------------------- API
 
 
-def mode_payload(answer: ModeAnswer) -> dict:
+def mode_payload(answer: ModeAnswer, options=()) -> dict:
     return {
         "letter": answer.letter,
         "option_text": answer.option_text,
@@ -202,6 +207,10 @@ def mode_payload(answer: ModeAnswer) -> dict:
         "problem": answer.problem,
         "raw": answer.raw,
         "done": answer.done,
+        "probabilities": answer.probabilities,
+        "probability_note": answer.probability_note,
+        "letter_mass": answer.letter_mass,
+        "checks": aids.checks_payload(answer, options),
     }
 
 
@@ -229,6 +238,7 @@ def api_payload(
 ) -> dict:
     """The JSON an API client receives: answers per mode, agreement, scan facts, model, error."""
     answers = answers or {}
+    options = question.options if question else ()
     done = bool(answers) and all(a.done for a in answers.values())
     return {
         "ok": error is None,
@@ -236,7 +246,7 @@ def api_payload(
         "done": error is not None or done,
         "question": question.text if question else None,
         "options": {LETTERS[i]: o for i, o in enumerate(question.options)} if question else None,
-        "answers": {mode: mode_payload(a) for mode, a in answers.items()},
+        "answers": {mode: mode_payload(a, options) for mode, a in answers.items()},
         "agree": modes_agree(answers) if done else None,
         "scan": scan,
         "model": model_payload(info),
