@@ -52,7 +52,10 @@ class ModelConfig:
     subfolder: str | None = setting(None, "sub-folder of the checkpoint, e.g. VQA_CT")
     adapter: str | None = setting(None, "LoRA adapter folder")
     device: str = setting("auto", "auto, cpu, cuda, cuda:1, ...")
-    dtype: str = setting("auto", "auto, bfloat16, float16 or float32")
+    dtype: str = setting(
+        "auto",
+        "auto (bfloat16 on GPU and, for bf16 weights, on CPUs with native bf16), bfloat16, float16, float32",
+    )
     quantization: str | None = setting(
         None, "load 4bit or 8bit with bitsandbytes (CUDA only)", choices=QUANTIZATIONS
     )

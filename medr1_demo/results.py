@@ -62,6 +62,7 @@ class ModelInfo:
     dtype: str
     parameters: int
     processor: str  # "stock" or "image-only" (no torchvision)
+    image_size: int | None = None  # the square side it sees pictures at; None: as uploaded
 
 
 def modes_agree(answers: dict[str, ModeAnswer]) -> bool | None:

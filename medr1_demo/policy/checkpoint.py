@@ -268,12 +268,43 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
-def pick_dtype(dtype, device: str):
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bfloat16 natively (x86 AVX-512-BF16 or AMX, ARM BF16)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:  # not Linux: no claim
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def stored_dtype(folder) -> str | None:
+    """The dtype a checkpoint's weights are stored in, as its config.json names it."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return None
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    value = config.get("dtype") or config.get("torch_dtype") or text.get("dtype")
+    return str(value) if value else None
+
+
+def pick_dtype(dtype, device: str, stored: str | None = None):
+    """The torch dtype for `dtype` on `device`; "auto": bfloat16 on GPUs that have it (else
+    float16), and on CPUs with native bfloat16 for weights stored in bfloat16 (upcasting them
+    would double the bytes read per token for no gain), else float32."""
     import torch
 
     if dtype in (None, "auto"):
         if device.startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if stored == "bfloat16" and cpu_has_native_bf16():
+            return torch.bfloat16
         return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -344,7 +375,7 @@ def load_model(
             raise PolicyLoadError("No model given, and no adapter naming its base model.")
         path = resolve_source(base)
     device = pick_device(device)
-    torch_dtype = pick_dtype(dtype, device)
+    torch_dtype = pick_dtype(dtype, device, stored_dtype(path))
     kwargs = {
         "dtype": torch_dtype,
         "use_safetensors": True,

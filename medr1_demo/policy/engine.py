@@ -33,6 +33,7 @@ from medr1_demo.policy.generation import (
     until_stop,
 )
 from medr1_demo.policy.letters import LetterForms, LetterRecorder
+from medr1_demo.policy.picture import as_trained, training_size
 from medr1_demo.protocol import MODES, Question, user_turn
 from medr1_demo.results import ModeAnswer, ModelInfo
 
@@ -59,6 +60,7 @@ class PolicyEngine:
 
     def __init__(self, model, processor, info: ModelInfo):
         self.model, self.processor, self.info = model, processor, info
+        self.image_size = info.image_size  # the picture it trained on (policy.picture)
         self._lock = threading.Lock()
         self.scheduler = None
         self.letter_forms = LetterForms.of(processor.tokenizer)
@@ -80,11 +82,14 @@ class PolicyEngine:
         dtype="auto",
         quantization: str | None = None,
         attn_implementation: str = "auto",
+        image_size: int | None = None,
     ) -> "PolicyEngine":
         """Load a policy: a folder or hub id (+ sub-folder), optionally with a LoRA adapter.
 
         `model` may be None with an adapter whose adapter_config.json names its base model; a
-        `model` folder that holds only an adapter is treated the same way.
+        `model` folder that holds only an adapter is treated the same way. `image_size` is the
+        square side the policy trained on (None: what its medr1_policy.json records; 0: keep
+        pictures as they come).
         """
         adapter_dir = checkpoint.resolve_source(adapter) if adapter else None
         folder = checkpoint.resolve_source(model, subfolder) if model else None
@@ -119,13 +124,17 @@ class PolicyEngine:
             dtype=str(policy.dtype).removeprefix("torch."),
             parameters=sum(p.numel() for p in policy.parameters()),
             processor=checkpoint.processor_kind(processor),
+            image_size=training_size(metadata, model) if image_size is None else image_size or None,
         )
         return cls(policy, processor, info)
 
     # ------------------------------------------------------------------------------ generation
 
     def model_inputs(self, images: list[Image.Image], prompts: list[str]):
-        """Model-ready inputs (left-padded) for one image + prompt text per row, on the device."""
+        """Model-ready inputs (left-padded) for one image + prompt text per row, on the device.
+
+        Each image is first made the picture the policy trained on (`as_trained`).
+        """
         if len(images) != len(prompts) or not prompts:
             raise ValueError("model_inputs needs one image per prompt, and at least one row.")
         texts = [
@@ -135,8 +144,8 @@ class PolicyEngine:
             for p in prompts
         ]
         try:
-            rgb = [image.convert("RGB") for image in images]
-            batch = self.processor(text=texts, images=rgb, padding=True, return_tensors="pt")
+            pictures = [as_trained(image, self.image_size) for image in images]
+            batch = self.processor(text=texts, images=pictures, padding=True, return_tensors="pt")
         except (ValueError, OSError) as error:
             raise GenerationError(
                 f"The image could not be prepared for the model: {error}"

@@ -247,13 +247,15 @@ def build_tiny_checkpoint(
     corpus_extra: list[str] | None = None,
     vocab_size: int = 1024,
     init_std: float = 0.02,
+    dtype: str = "float32",
 ) -> Path:
     """Write a randomly initialised Qwen2-VL checkpoint to `out_dir` (created) and return it.
 
     `vocab_size` is the BPE target; the tokenizer may stop below it when the corpus runs out of
     merges, and the model's embedding is rounded up to a multiple of 64 as Qwen2-VL's is.
     `init_std` is the weights' initial spread; a larger one (e.g. 0.3) makes an untrained model's
-    output depend visibly on its input, which tests of the data path need.
+    output depend visibly on its input, which tests of the data path need. `dtype` is what the
+    weights are stored in ("bfloat16" as the released 2B checkpoints).
     """
     import torch
     from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
@@ -279,7 +281,7 @@ def build_tiny_checkpoint(
         init_std=init_std,
     )
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config).eval()
+    model = Qwen2VLForConditionalGeneration(config).eval().to(getattr(torch, dtype))
     model.generation_config = GenerationConfig(
         bos_token_id=TOKEN_ID["<|endoftext|>"],
         eos_token_id=[TOKEN_ID["<|im_end|>"], TOKEN_ID["<|endoftext|>"]],

@@ -20,6 +20,7 @@ from pathlib import Path
 import gradio as gr
 
 from medr1_demo.config import AppConfig
+from medr1_demo.policy.picture import as_trained
 from medr1_demo.policy.trust import read_checks
 from medr1_demo.protocol import (
     MODES,
@@ -130,6 +131,10 @@ class Handlers:
         )
         return scan
 
+    def _picture(self, scan):
+        """The picture the policy sees: the scan at the size it trained on (policy.picture)."""
+        return as_trained(scan.image, self.backend.info.image_size)
+
     @staticmethod
     def _scan_notes(scan) -> str:
         # Burned-in text may be a patient's name: its warning is shown as loudly as an error.
@@ -157,7 +162,8 @@ class Handlers:
         choices = list(scan.window_choices)
         windows = gr.update(visible=len(choices) > 1, choices=choices, value=choices[0])
         meta = render.metadata_table(scan.metadata)
-        return render.preview_html(scan.image), frames, windows, meta, self._scan_notes(scan)
+        preview = render.preview_html(self._picture(scan))
+        return preview, frames, windows, meta, self._scan_notes(scan)
 
     def show_scan(self, path, frame, window):
         """Frame (1-based slider) or window changed: the new preview and notes."""
@@ -165,7 +171,7 @@ class Handlers:
             scan = self._scan(path, int(frame) - 1 if frame else None, window)
         except RequestError as error:
             return render.preview_html(None), render.message_html(str(error))
-        return render.preview_html(scan.image), self._scan_notes(scan)
+        return render.preview_html(self._picture(scan)), self._scan_notes(scan)
 
     # ------------------------------------------------------------------------------- question
 
@@ -240,17 +246,20 @@ class Handlers:
         chosen = self._modes(modes)
         controls = self._checks(checks)
         scan = self._scan(path, frame, window)
+        picture = self._picture(scan)
         facts = {
             "kind": scan.kind,
             "frames": scan.frame_count,
             "frame": scan.frame_index,
             "window": scan.window,
-            "width": scan.image.size[0],
-            "height": scan.image.size[1],
+            "width": picture.size[0],  # the picture the model sees
+            "height": picture.size[1],
+            "source_width": scan.image.size[0],  # the scan as read
+            "source_height": scan.image.size[1],
             "warnings": list(scan.warnings),
             "burned_in_annotation": bool(scan.burned_in_annotation),
         }
-        return Request(scan.image, asked, chosen, facts, controls)
+        return Request(picture, asked, chosen, facts, controls)
 
     def _generate(self, request: Request, stream: bool = True) -> Iterator[dict[str, ModeAnswer]]:
         """The backend's answers (growing when `stream`), its failures turned into RequestError."""

@@ -49,12 +49,12 @@ class Item:
 
 @dataclass(frozen=True)
 class Settings:
-    """How to run: modes, batch size, token budget, image size (0 keeps the image's size)."""
+    """How to run: modes, batch size, token budget, image size (None: the policy's; 0: keep)."""
 
     modes: tuple[str, ...] = MODES
     batch_size: int = 64
     max_new_tokens: int = 256
-    image_size: int = 384
+    image_size: int | None = None
     progress: bool = True
     continuous_batching: bool = True
 
@@ -159,15 +159,19 @@ def token_lengths(engine):
     ]
 
 
-def load_images(rows: list[Row], image_size: int) -> list:
-    """Each row's image (one read per distinct file), or a plain-words reason it cannot be used."""
+def load_images(rows: list[Row]) -> list:
+    """Each row's image (one read per distinct file), or a plain-words reason it cannot be used.
+
+    Read as the scan reader reads it: the engine makes it the picture the policy trained on
+    (`medr1_demo.policy.picture`), exactly as the app does.
+    """
     from medr1_demo.scan.reader import ScanError
     from trainer.train.data import open_image  # the training data's loader: the same pictures
 
     loaded: dict[str, object] = {}
     for path in dict.fromkeys(row.item.record.image for row in rows):
         try:
-            loaded[path] = open_image(path, image_size)
+            loaded[path] = open_image(path, 0)
         except (ScanError, OSError, ValueError) as err:
             loaded[path] = f"image does not decode ({err})"
     return [loaded[row.item.record.image] for row in rows]
@@ -214,11 +218,11 @@ def requests(rows: list[Row], settings: Settings, problems: dict[str, Problem]):
     size = settings.batch_size
     chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(load_images, chunks[0], settings.image_size) if chunks else None
+        pending = pool.submit(load_images, chunks[0]) if chunks else None
         for k, chunk in enumerate(chunks):
             images = pending.result()
             if k + 1 < len(chunks):  # read the next batch's images while this one generates
-                pending = pool.submit(load_images, chunks[k + 1], settings.image_size)
+                pending = pool.submit(load_images, chunks[k + 1])
             for row, image in zip(chunk, images, strict=True):
                 if isinstance(image, str):
                     record = row.item.record
@@ -301,13 +305,14 @@ def default_out(model: str | None, subfolder: str | None, adapter: str | None) -
     return Path("outputs") / "eval" / name
 
 
-def engine_loader(model, subfolder, adapter, device="auto", dtype="auto"):
+def engine_loader(model, subfolder, adapter, device="auto", dtype="auto", image_size=None):
     def load():
         from medr1_demo.policy.engine import PolicyEngine
 
         return PolicyEngine.load(
-            model, subfolder=subfolder, adapter=adapter, device=device, dtype=dtype
-        )
+            model, subfolder=subfolder, adapter=adapter, device=device, dtype=dtype,
+            image_size=image_size,
+        )  # fmt: skip
 
     return load
 
@@ -364,7 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--max_new_tokens", type=int, default=256)
     parser.add_argument(
-        "--image_size", type=int, default=384, help="square side images are resized to (0: keep)"
+        "--image_size",
+        type=int,
+        default=None,
+        help="square side pictures are resized to (default: the size the policy trained at, "
+        "from its medr1_policy.json; 384 for the Med-R1 release; 0: keep)",
     )
     parser.add_argument("--out", help="output folder (default: outputs/eval/<model name>)")
     parser.add_argument("--device", default="auto")
@@ -391,7 +400,7 @@ def check_numbers(args) -> None:
             raise EvalError(f"--{name} must be at least 1.")
     if args.limit is not None and args.limit < 1:
         raise EvalError("--limit must be at least 1.")
-    if args.image_size < 0:
+    if args.image_size is not None and args.image_size < 0:
         raise EvalError("--image_size must be 0 (keep the size) or a positive number of pixels.")
 
 
@@ -435,7 +444,9 @@ def main(argv: list[str]) -> int:
             "decoding": "greedy",
             "data": list(args.data),
         }
-        load = engine_loader(model, subfolder, args.adapter, args.device, args.dtype)
+        load = engine_loader(
+            model, subfolder, args.adapter, args.device, args.dtype, args.image_size
+        )
         results, bad = evaluate(items, folder, load, settings, run, args.overwrite)
     except (EvalError, runs.RunMismatch, PolicyLoadError, GenerationError) as err:
         print(f"eval: {err}", file=sys.stderr)

@@ -194,7 +194,7 @@ DEFAULTS = {
     "modes": list(MODES),
     "batch_size": 64,
     "max_new_tokens": 256,
-    "image_size": 384,
+    "image_size": None,  # each policy's own training size (see trainer eval --image_size)
     "device": "auto",
     "dtype": "auto",
     "official_scoring": False,
@@ -265,7 +265,9 @@ def main(argv: list[str]) -> int:
             }
             if not args.quiet:
                 print(f"{name}: {source}", file=sys.stderr)
-            load = evaluate.engine_loader(model, subfolder, None, args.device, args.dtype)
+            load = evaluate.engine_loader(
+                model, subfolder, None, args.device, args.dtype, args.image_size
+            )
             folder = out / "runs" / folder_name(name)
             results, bad = evaluate.evaluate(items, folder, load, settings, run)
             scoring = scores.OFFICIAL if args.official_scoring else scores.TAGGED

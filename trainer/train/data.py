@@ -289,14 +289,10 @@ def open_image(path: str, size: int):
     GRPO's sampler reads each prompt `num_generations` times in a row; the small cache decodes it
     once (64 pictures of 384x384 are ~28 MB).
     """
-    from PIL import Image
-
+    from medr1_demo.policy.picture import as_trained
     from medr1_demo.scan.reader import load_scan
 
-    image = load_scan(path).image
-    if size:
-        image = image.resize((size, size), Image.Resampling.BICUBIC)
-    return image
+    return as_trained(load_scan(path).image, size or None)
 
 
 @dataclass(frozen=True)
