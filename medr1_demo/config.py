@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from medr1_demo.policy.catalogue import CatalogueError, PolicyEntry, read_entries
 from medr1_demo.protocol import NO_THINKING, THINKING
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +59,9 @@ class ModelConfig:
     )
     quantization: str | None = setting(
         None, "load 4bit or 8bit with bitsandbytes (CUDA only)", choices=QUANTIZATIONS
+    )
+    policy: str | None = setting(
+        None, "the catalogue entry served by default (default: --model if given, else the first)"
     )
     attn_implementation: str = setting(
         "auto", "attention kernel: auto (flash_attention_2 when installed, else sdpa), sdpa, eager"
@@ -117,6 +121,9 @@ class ServerConfig:
     queue_size: int = setting(16, "waiting requests beyond this are refused with a message")
     shared_batch: bool = setting(True, "answer all users' requests in one running batch")
     max_batch_rows: int = setting(64, "most rows in the shared batch (a request is 2-6 rows)")
+    max_loaded_policies: int = setting(
+        2, "policies kept loaded at once; the least recently used is unloaded"
+    )
     max_question_chars: int = setting(2000, "longest question accepted, in characters")
     max_option_chars: int = setting(300, "longest answer option accepted, in characters")
     max_upload_mb: int = setting(200, "largest upload accepted, in megabytes")
@@ -129,6 +136,8 @@ class AppConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    # The catalogue (`policies:` in the YAML file only): see medr1_demo.policy.catalogue.
+    policies: tuple[PolicyEntry, ...] = ()
 
 
 SECTIONS = {"model": ModelConfig, "decoding": DecodingConfig, "server": ServerConfig}
@@ -231,8 +240,15 @@ def read_yaml(path: Path) -> dict[str, dict]:
     items = {(s.section, s.name): s for s in all_settings()}
     sections: dict[str, dict] = {}
     for section, values in data.items():
+        if section == "policies":
+            try:
+                sections["policies"] = read_entries(values)
+            except CatalogueError as error:
+                raise ConfigError(f"{path}: {error}") from None
+            continue
         if section not in SECTIONS:
-            raise ConfigError(f"{path}: unknown section {section!r}; use {', '.join(SECTIONS)}.")
+            known = ", ".join([*SECTIONS, "policies"])
+            raise ConfigError(f"{path}: unknown section {section!r}; use {known}.")
         values = values or {}
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: section {section!r} must be a mapping of settings.")
@@ -299,7 +315,8 @@ def validate(config: AppConfig) -> AppConfig:
     if not 1 <= server.port <= 65535:
         raise ConfigError(f"port {server.port} is not a valid port number.")
     positive = {
-        "server": ("concurrency", "queue_size", "max_batch_rows", "max_question_chars", "max_option_chars",
+        "server": ("concurrency", "queue_size", "max_batch_rows", "max_loaded_policies",
+                   "max_question_chars", "max_option_chars",
                    "max_upload_mb", "cache_minutes", "gpu_seconds"),
         "decoding": ("max_new_tokens_thinking", "max_new_tokens_no_thinking", "temperature"),
     }  # fmt: skip
@@ -324,13 +341,15 @@ def load_config(
     path = args.config or environ.get("MEDR1_CONFIG") or None
     if path is None and DEFAULT_CONFIG_FILE.exists():
         path = DEFAULT_CONFIG_FILE
-    layers = [read_yaml(Path(path)) if path else {}, _env_sections(environ), _cli_sections(args)]
+    from_file = read_yaml(Path(path)) if path else {}
+    policies = from_file.pop("policies", ())
+    layers = [from_file, _env_sections(environ), _cli_sections(args)]
     merged: dict[str, dict] = {section: {} for section in SECTIONS}
     for layer in layers:  # later layers win
         for section, values in layer.items():
             merged[section].update(values)
-    config = AppConfig(**{section: SECTIONS[section](**merged[section]) for section in SECTIONS})
-    return validate(config)
+    sections = {section: SECTIONS[section](**merged[section]) for section in SECTIONS}
+    return validate(AppConfig(**sections, policies=policies))
 
 
 def shown(config: AppConfig) -> dict:

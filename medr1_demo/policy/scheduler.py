@@ -155,6 +155,7 @@ class Scheduler:
         self._steps: dict[tuple[int, int], list] = {}
         self._wake = threading.Condition()
         self._stopping = False
+        self._draining = False  # no new requests; stop once the last one has finished
         self._thread = threading.Thread(target=self._loop, name="policy-scheduler", daemon=True)
 
     # ------------------------------------------------------------------------------ requests
@@ -163,17 +164,20 @@ class Scheduler:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """End the loop; waiting and running requests get a plain 'shutting down' sentence."""
+    def stop(self, timeout: float = 30.0, drain: bool = False) -> None:
+        """End the loop: new requests are refused; with `drain` the queued and running ones
+        finish first (in the background), else they get a plain 'shutting down' sentence."""
         with self._wake:
-            self._stopping = True
+            self._draining = True
+            if not drain:
+                self._stopping = True
             self._wake.notify_all()
-        if self._thread.is_alive():
+        if not drain and self._thread.is_alive():
             self._thread.join(timeout)
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive() and not self._stopping
+        return self._thread.is_alive() and not self._stopping and not self._draining
 
     def submit(self, rows: list[Row]) -> Ticket:
         """Queue `rows` (one request); Busy when the queue is full, GenerationError when the
@@ -181,7 +185,7 @@ class Scheduler:
         if not rows:
             raise ValueError("a request needs at least one row")
         with self._wake:
-            if self._stopping:
+            if self._stopping or self._draining:
                 raise Busy(STOPPED)
             if len(self._waiting) >= self.queue_size:
                 raise Busy(BUSY)
@@ -202,6 +206,9 @@ class Scheduler:
                 while True:
                     with self._wake:
                         while not self._stopping and not self._waiting and self._batch is None:
+                            if self._draining:  # nothing left to finish
+                                self._stopping = True
+                                break
                             self._wake.wait()
                         if self._stopping:
                             break
