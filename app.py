@@ -10,10 +10,12 @@ The policy is loaded once, here, before the page is built. Its calls are wrapped
 This is the only module where the engine (torch) and the page (Gradio) meet.
 """
 
+import atexit
 import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from dataclasses import replace
@@ -116,12 +118,21 @@ def share_batch(engine, config: AppConfig) -> tuple[object | None, str]:
     return scheduler, f"requests share one running batch (up to {server.max_batch_rows} rows)"
 
 
+def shown_info(info):
+    """The engine's description without server paths: a hub id, or a folder's name."""
+    from medr1_demo.policy.catalogue import PolicyEntry
+
+    source = PolicyEntry("served", info.model_id).shown_source
+    adapter = Path(info.adapter).name if info.adapter else None
+    return replace(info, model_id=source, adapter=adapter)
+
+
 def make_backend(engine, config: AppConfig, notice: str | None, serving: str | None = None):
     from medr1_demo.web.layout import Backend
 
     seconds = config.server.gpu_seconds
     return Backend(
-        info=engine.info,
+        info=shown_info(engine.info),
         answer=on_gpu(engine.answer, seconds),
         stream=on_gpu(engine.stream, seconds),
         notice=notice,
@@ -157,21 +168,52 @@ def main(argv: list[str] | None = None) -> int:
     info = engine.info
     print(f"Loaded {info.model_id}: {info.parameters:,} parameters on {info.device} ({info.dtype})")
 
+    uploads = private_uploads()
     from medr1_demo.web.layout import build_demo, configure_queue, launch_options
 
     scheduler, serving = share_batch(engine, config)
     print(f"Serving: {serving}", flush=True)
     backend = make_backend(engine, config, notice, serving)
-    demo = configure_queue(build_demo(backend, config), config)
+    demo = configure_queue(build_demo(backend, config, uploads=uploads), config)
     try:
-        demo.launch(**launch_options(config))
+        demo.launch(**launch_options(config, uploads=uploads))
     except OSError as error:  # the port is taken, the address cannot be bound
         print(f"Could not start the server: {error}", file=sys.stderr)
         return 1
     finally:
         if scheduler is not None:  # shutting the app down ends the scheduler
             scheduler.stop()
+        remove_uploads(uploads)
     return 0
+
+
+def private_uploads() -> Path:
+    """This process's own upload folder, set as Gradio's temporary folder before Gradio starts.
+
+    Earlier processes' leftovers are removed first; the folder goes on SIGTERM, SIGINT and at
+    exit (SIGTERM is what Spaces, docker, systemd and Kubernetes send to stop a server).
+    """
+    from medr1_demo.web import uploads
+    from medr1_demo.web.logs import quiet_gradio_tracebacks
+
+    folder = uploads.private_folder()
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    uploads.anonymise_upload_names()
+    uploads.no_stray_temp_files()
+    quiet_gradio_tracebacks()
+    atexit.register(uploads.remove, folder)
+
+    def stop(signum, frame):  # Gradio closes its server on KeyboardInterrupt, then main returns
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    return folder
+
+
+def remove_uploads(folder: Path) -> None:
+    from medr1_demo.web import uploads
+
+    uploads.remove(folder)
 
 
 if __name__ == "__main__":

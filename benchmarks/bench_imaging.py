@@ -7,6 +7,10 @@ Each figure is the median of several loads. Beside it, the same file's bare pydi
 shows what windowing, colour handling and the checks add on top of decoding.
 Targets: a 512x512 CT slice within 50 ms; the 30-frame ultrasound examples_ybr_color.dcm within
 300 ms.
+
+Decompression bombs: an 8000 x 8000 PNG (60 KB of 8-bit grey, and a 16-bit one) loaded and
+rendered as the page does, each in a fresh process; printed: the peak memory above that
+process's idle (target <= 300 MB) and the time.
 """
 
 from __future__ import annotations
@@ -90,8 +94,51 @@ def main(argv: list[str] | None = None) -> int:
                 verdict = f"{target:.0f} ms {'met' if ours <= target else 'MISSED'}"
                 met &= ours <= target
             print(f"{name:40} {ours:8.2f} ms {base:9.2f} ms {ours / base:6.2f}  {verdict}")
+        met &= bombs(Path(folder))
     print("all targets met" if met else "some targets missed")
     return 0 if met else 1
+
+
+BOMB_TARGET_MB = 300.0
+
+
+def bombs(folder: Path) -> bool:
+    """Peak memory of rendering 8000 x 8000 PNG bombs, each in its own process."""
+    import json
+    import subprocess
+
+    quiet = np.zeros((8000, 8000), dtype=np.uint8)
+    files = {"8-bit": folder / "bomb8.png", "16-bit": folder / "bomb16.png"}
+    Image.fromarray(quiet).save(files["8-bit"], optimize=True)
+    Image.fromarray(quiet.astype(np.uint16)).save(files["16-bit"])
+    del quiet
+    script = (
+        "import json, sys, time\n"
+        "from pathlib import Path\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from medr1_demo.scan.reader import open_scan\n"
+        "def peak_mb():\n"
+        "    for line in Path('/proc/self/status').read_text().splitlines():\n"
+        "        if line.startswith('VmHWM:'):\n"
+        "            return int(line.split()[1]) / 1024\n"
+        "idle = peak_mb(); began = time.perf_counter()\n"
+        "scan = open_scan(sys.argv[1]).picture()\n"
+        "print(json.dumps({'above': peak_mb() - idle, 'seconds': time.perf_counter() - began,"
+        " 'size': scan.image.size}))\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    met = True
+    for name, path in files.items():
+        out = subprocess.run([sys.executable, "-c", script, str(path), root],
+                             capture_output=True, text=True, check=True, cwd=root)  # fmt: skip
+        found = json.loads(out.stdout.strip().splitlines()[-1])
+        ok = found["above"] <= BOMB_TARGET_MB
+        met &= ok
+        print(f"PNG bomb 8000x8000 {name} ({path.stat().st_size / 1e3:.0f} KB): peak "
+              f"{found['above']:.0f} MB above idle in {found['seconds']:.2f} s, shown at "
+              f"{found['size'][0]}x{found['size'][1]}  {BOMB_TARGET_MB:.0f} MB "
+              f"{'met' if ok else 'MISSED'}")  # fmt: skip
+    return met
 
 
 if __name__ == "__main__":

@@ -140,6 +140,7 @@ def launch_app(folder, *args: str, timeout: float = 90.0) -> AppServer:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = dict(os.environ, OMP_NUM_THREADS="1", GRADIO_TEMP_DIR=str(folder / "uploads"))
+    env["HF_HUB_OFFLINE"] = "1"  # tests never reach a hub
     env["MEDR1_CACHE"] = str(folder / "cache")
     env.pop("MEDR1_MODEL", None)
     log = folder / "server.log"

@@ -159,3 +159,18 @@ def test_a_started_scheduler_keeps_one_thread(demo_engine):
     assert threading.active_count() == before + 1
     scheduler.stop()
     assert threading.active_count() == before
+
+
+def test_requests_whose_rows_all_end_in_one_segment(demo_engine, gallery):
+    """Rows that reach their limits inside one segment leave together, request by request."""
+    short = DecodingConfig(max_new_tokens_thinking=4, max_new_tokens_no_thinking=4)
+    scheduler = Scheduler(demo_engine, short, segment=8).start()
+    demo_engine.use_scheduler(scheduler)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            found = list(pool.map(lambda c: demo_engine.answer(*c[:3], settings=short), gallery))
+        assert all(a.done and a.tokens <= 4 for answers in found for a in answers.values())
+        assert scheduler.running and not scheduler._running
+    finally:
+        demo_engine.use_scheduler(None)
+        scheduler.stop()

@@ -221,24 +221,48 @@ def test_an_upload_is_read_once_however_often_it_is_shown_and_asked(tiny_engine,
         return open_scan(path)
 
     source = get_testdata_file("rtdose.dcm", download=False)  # 15 frames
-    upload = tmp_path / "upload"
+    uploads = tmp_path / "uploads"
+    (uploads / "0a1b").mkdir(parents=True)
+    upload = uploads / "0a1b" / "upload-1234"
     upload.write_bytes(Path(source).read_bytes())
     backend = Backend(tiny_engine.info, tiny_engine.answer, tiny_engine.stream)
     config = AppConfig(
         decoding=DecodingConfig(max_new_tokens_thinking=4, max_new_tokens_no_thinking=4)
     )
-    handlers = Handlers(backend, config, ScanCache(opener=counting_open))
+    handlers = Handlers(backend, config, ScanCache(opener=counting_open), uploads=uploads)
     handlers.new_scan(str(upload))
+    assert not upload.exists() and not (uploads / "0a1b").exists()  # deleted once read
     handlers.show_scan(str(upload), 3, "full range")  # a frame and a window change
     handlers.show_scan(str(upload), 3, "auto")
     result = handlers.answer_api(str(upload), "Which?", ["CT", "MRI"], frame=2)
     assert result["ok"] and result["scan"]["frame"] == 2
-    assert len(opened) == 1
+    assert len(opened) == 1  # one read, from disk; the rest from memory
 
-    upload.unlink()  # Gradio deleted the upload: its entry goes, and the page says so
+    handlers.scans.forget(str(upload))  # evicted (or older than server.cache_minutes)
     result = handlers.answer_api(str(upload), "Which?", ["CT", "MRI"])
     assert not result["ok"] and "upload it again" in result["error"]
-    assert len(handlers.scans) == 0
+
+
+def test_files_outside_the_upload_folder_are_never_deleted(tiny_engine, ct_dicom, tmp_path):
+    backend = Backend(tiny_engine.info, tiny_engine.answer, tiny_engine.stream)
+    handlers = Handlers(backend, uploads=tmp_path / "uploads")
+    handlers.new_scan(str(ct_dicom))
+    assert Path(ct_dicom).exists()
+
+
+def test_old_scans_leave_the_cache(tmp_path):
+    import time
+
+    from medr1_demo.scan.cache import ScanCache
+
+    path = tmp_path / "scan.png"
+    Image.new("L", (32, 32), 90).save(path)
+    cache = ScanCache(max_age=0.05)
+    cache.open(str(path))
+    path.unlink()
+    time.sleep(0.1)
+    with pytest.raises(FileNotFoundError):
+        cache.open(str(path))
 
 
 def test_the_scan_cache_is_bounded(tmp_path):

@@ -47,6 +47,7 @@ class Ticket:
         self.start = time.perf_counter()
         self.tokens: list[list[int]] = [[] for _ in rows]
         self.finished: list[float | None] = [None] * len(rows)
+        self.harvested: set[int] = set()
         self.cancelled = threading.Event()
         self.error: Exception | None = None
         self._updates: queue.SimpleQueue = queue.SimpleQueue()
@@ -68,12 +69,14 @@ class Ticket:
 
     def row_done(self, row: int, tokens: list[int]) -> None:
         self.tokens[row] = list(tokens)  # the batch's own record is the reference
+        self.harvested.add(row)
         if self.finished[row] is None:
             self.finished[row] = time.perf_counter() - self.start
 
     @property
     def complete(self) -> bool:
-        return all(f is not None for f in self.finished)
+        """Every row has left the batch (streaming may mark a row finished a little earlier)."""
+        return len(self.harvested) == len(self.rows)
 
     def finish(self, steps: list[list[list[float]]]) -> None:
         self._updates.put(RowsUpdate(self.tokens, self.finished, True, steps))
@@ -299,9 +302,11 @@ class Scheduler:
         self._record(finished)
 
     def _record(self, finished) -> None:
+        touched = {}
         for (key, row), tokens in finished:
-            ticket = self._running[key]
-            ticket.row_done(row, tokens)
+            touched[key] = self._running[key]
+            touched[key].row_done(row, tokens)
+        for key, ticket in touched.items():
             if ticket.complete:
                 ticket.finish([self._steps.get(k, []) for k in ticket.row_keys()])
                 self._forget(self._running.pop(key))

@@ -1,10 +1,11 @@
-"""Uploads read once: opened scans kept by file, bounded in number and memory, dropped with the file.
+"""Uploads read once: opened scans kept by file, bounded in number, memory and age.
 
 The page shows a scan on upload, again on every frame or window change, and hands it to the
-model on Answer; each of those asks this cache, so a file is read and decoded once. An entry is
-keyed by the file's path, size and modification time (a new upload under a reused name is a new
-entry), evicted least-recently-used beyond `max_entries` or `max_bytes`, and dropped as soon as
-its file is gone (Gradio deletes uploads after `server.cache_minutes`).
+model on Answer; each of those asks this cache, so a file is read and decoded once, and the page
+may delete the upload from disk right after (`medr1_demo.web.uploads`): the entry holds what is
+needed in memory. An entry is keyed by the file's path (each upload has a new random name; a
+file that changed on disk since is read again), evicted least-recently-used beyond
+`max_entries` or `max_bytes`, and dropped `max_age` seconds after it was read.
 
     scans = ScanCache()
     scan = scans.open(path).picture(frame=None, window="auto")
@@ -14,6 +15,7 @@ Tests: `.venv/bin/python -m pytest tests/test_ui.py -q -k cache`.
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -29,37 +31,49 @@ class ScanCache:
         max_entries: int = 16,
         max_bytes: int = 1 << 30,
         opener: Callable[[str], OpenedScan] = open_scan,
+        max_age: float = 30 * 60,
     ):
         self.max_entries, self.max_bytes, self.opener = max_entries, max_bytes, opener
-        self._entries: OrderedDict[tuple, OpenedScan] = OrderedDict()
+        self.max_age = max_age
+        # path -> (file identity when read, time read, opened scan)
+        self._entries: OrderedDict[str, tuple[tuple, float, OpenedScan]] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
-    def _key(path: str) -> tuple:
-        stat = os.stat(path)  # OSError when the upload is gone
-        return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
+    def _identity(path: str) -> tuple | None:
+        try:
+            stat = os.stat(path)
+        except OSError:  # gone: deleted once read, or never here
+            return None
+        return stat.st_size, stat.st_mtime_ns
 
     def open(self, path: str) -> OpenedScan:
-        """The opened scan of the file at `path`, read on first use; ScanError/OSError as open_scan."""
-        key = self._key(path)
+        """The opened scan of `path`, read on first use. FileNotFoundError when it is neither
+        here nor on disk; ScanError as open_scan."""
+        key, identity = os.path.realpath(path), self._identity(path)
         with self._lock:
-            self._drop_gone()
-            if key in self._entries:
+            self._drop_old()
+            entry = self._entries.get(key)
+            if entry is not None and identity in (None, entry[0]):
                 self._entries.move_to_end(key)
-                return self._entries[key]
+                return entry[2]
+        if identity is None:
+            raise FileNotFoundError(path)
         opened = self.opener(path)  # outside the lock: a slow decode does not block other users
         with self._lock:
-            self._entries[key] = opened
+            self._entries[key] = (identity, time.monotonic(), opened)
             self._entries.move_to_end(key)
             self._evict()
         return opened
 
-    def forget(self, path: str) -> None:
-        """Drop every entry of `path` (its upload was replaced or deleted)."""
-        real = os.path.realpath(path)
+    def __contains__(self, path: str) -> bool:
         with self._lock:
-            for key in [k for k in self._entries if k[0] == real]:
-                del self._entries[key]
+            return os.path.realpath(path) in self._entries
+
+    def forget(self, path: str) -> None:
+        """Drop the entry of `path` (its upload was replaced)."""
+        with self._lock:
+            self._entries.pop(os.path.realpath(path), None)
 
     def __len__(self) -> int:
         with self._lock:
@@ -68,16 +82,17 @@ class ScanCache:
     @property
     def nbytes(self) -> int:
         with self._lock:
-            return sum(opened.nbytes for opened in self._entries.values())
+            return sum(entry[2].nbytes for entry in self._entries.values())
 
-    def _drop_gone(self) -> None:
-        for key in [k for k in self._entries if not os.path.exists(k[0])]:
+    def _drop_old(self) -> None:
+        limit = time.monotonic() - self.max_age
+        for key in [k for k, entry in self._entries.items() if entry[1] < limit]:
             del self._entries[key]
 
     def _evict(self) -> None:
         # The newest entry stays even when it alone is over the byte budget: it is in use.
         while len(self._entries) > 1 and (
             len(self._entries) > self.max_entries
-            or sum(o.nbytes for o in self._entries.values()) > self.max_bytes
+            or sum(entry[2].nbytes for entry in self._entries.values()) > self.max_bytes
         ):
             self._entries.popitem(last=False)

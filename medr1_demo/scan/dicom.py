@@ -35,6 +35,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import Tag
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from medr1_demo.scan.budget import heavy_decode, reduce_array, reduction
+from medr1_demo.scan.budget import note as budget_note
 from medr1_demo.scan.types import OpenedScan, Scan, ScanError, check_choice, check_size, frame_index
 from medr1_demo.scan.windowing import (
     AUTO,
@@ -75,6 +77,10 @@ REQUIRED_PIXEL_TAGS = (TAG_ROWS, TAG_COLUMNS, TAG_BITS_ALLOCATED, TAG_PHOTOMETRI
 
 _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())  # 4-byte lengths
 _DEFLATED_UID = b"1.2.840.10008.1.2.1.99"
+# Body Part Examined values shown (DICOM PS3.16 CID 4031 defined terms); anything else is left out.
+BODY_PARTS = frozenset(
+    ["ABDOMEN", "ANKLE", "ARM", "BRAIN", "BREAST", "CHEST", "CSPINE", "ELBOW", "EXTREMITY", "EYE", "FOOT", "HAND", "HEAD", "HEART", "HIP", "JAW", "KNEE", "LEG", "LIVER", "LSPINE", "NECK", "PANCREAS", "PELVIS", "PROSTATE", "SHOULDER", "SKULL", "SPINE", "TSPINE", "WRIST", "WHOLEBODY", "KIDNEY", "LUNG", "SKIN", "RETINA"]
+)
 _CODE = re.compile(r"[A-Z0-9 _]{1,16}")  # a DICOM code string (CS) and nothing else
 _NO_IMAGE_KINDS = {"SR": "a structured report", "RTSTRUCT": "a radiotherapy structure set",
                    "RTPLAN": "a radiotherapy plan", "ECG": "a waveform", "KO": "a key-object note",
@@ -125,7 +131,9 @@ class DicomFile(OpenedScan):
         ct = self.modality == "CT" and self.grayscale
         self.window_choices = WINDOW_CHOICES if ct else (AUTO, FULL_RANGE)
         self.syntax = _transfer_syntax(ds)
-        self.syntax_name = self.syntax.name if self.syntax.is_valid else "an unrecognised encoding"
+        # Only a transfer syntax pydicom knows is named; an unknown UID is never echoed.
+        known = self.syntax.is_valid and self.syntax.is_transfer_syntax
+        self.syntax_name = self.syntax.name if known else "an unrecognised encoding"
         self._frames: dict[int, np.ndarray] = {}
         self.burned_in = str(_value(ds, TAG_BURNED_IN_ANNOTATION, "")).strip().upper() == "YES"
 
@@ -152,7 +160,8 @@ class DicomFile(OpenedScan):
         """Frame `index` as stored, decoded once; the last frame asked for is kept."""
         if index not in self._frames:
             try:
-                arr = pixels.pixel_array(self.ds, index=index)  # decodes this one frame only
+                with heavy_decode(self.rows * self.columns):
+                    arr = pixels.pixel_array(self.ds, index=index)  # decodes this frame only
             except Exception:
                 if not self.syntax.is_compressed:  # plain pixels fail only when cut short
                     raise ScanError(DAMAGED_DICOM, "truncated") from None
@@ -161,8 +170,22 @@ class DicomFile(OpenedScan):
                     "damaged or use a variant of this compression that no installed decoder reads.",
                     "undecodable",
                 ) from None
-            self._frames = {index: arr}  # one frame kept: moving on frees the last
+            self._frames = {index: self._within_budget(arr)}  # one kept: moving on frees the last
         return self._frames[index]
+
+    @property
+    def factor(self) -> int:
+        """How much a frame is shrunk after decoding (1: not at all; see scan.budget)."""
+        return reduction(self.columns, self.rows)
+
+    def _within_budget(self, arr: np.ndarray) -> np.ndarray:
+        factor = self.factor
+        if factor <= 1:
+            return arr
+        if self.photometric == "PALETTE COLOR":  # indices: pick pixels, never average them
+            return arr[::factor, ::factor]
+        reduced = reduce_array(arr, factor)
+        return reduced if self.grayscale else np.rint(reduced).astype(arr.dtype)
 
     def render(self, frame: int | None, choice: str) -> Scan:
         """The model's picture of `frame` (0-based, None: the middle one) through window `choice`."""
@@ -188,6 +211,8 @@ class DicomFile(OpenedScan):
             colour = _dicom_colour(arr, ds, self.photometric, self.samples)
             picture, label = Image.fromarray(colour, "RGB"), None
         notes = (BURNED_IN,) if self.burned_in else ()
+        if self.factor > 1:
+            notes += (budget_note(self.columns, self.rows, self.factor),)
         metadata = _dicom_metadata(
             ds, self.rows, self.columns, self.frame_count, self.syntax_name, label
         )
@@ -325,6 +350,13 @@ def _code(value) -> str | None:
     return text if _CODE.fullmatch(text) else None
 
 
+def _body_part(value) -> str | None:
+    """Body Part Examined when it is one of the defined terms (PS3.16 CID 4031, common subset);
+    in practice the element often holds free text, which is never shown."""
+    code = _code(value)
+    return code if code in BODY_PARTS else None
+
+
 def _number(value) -> str | None:
     try:
         many = isinstance(value, Sequence) and not isinstance(value, str | bytes)
@@ -343,7 +375,7 @@ def _dicom_metadata(ds: Dataset, rows, columns, frames, syntax_name, window) -> 
     found = {
         "Format": "DICOM",
         "Modality": _code(_value(ds, TAG_MODALITY)),
-        "Body part": _code(_value(ds, TAG_BODY_PART)),
+        "Body part": _body_part(_value(ds, TAG_BODY_PART)),
         "Rows": str(rows),
         "Columns": str(columns),
         "Frames": str(frames),

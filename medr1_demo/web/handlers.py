@@ -1,27 +1,25 @@
 """The page's and the API's event handlers: thin, torch-free, called directly by tests.
 
-`Handlers` checks a request once (scan, question, options, modes) and turns the backend's
-streamed answers into page HTML (`run`) or API JSON (`answer_api`, `stream_api`). Problems never
-raise: the page shows a plain sentence, the API's `error` field holds it. Each upload is read once
-(`medr1_demo.scan.cache`): showing it, moving its frame slider, changing its window and answering
-about it all use the same opened file.
-Privacy: the preview is inlined (no derived files are written), uploads are left to Gradio's
-`delete_cache` (identical uploads share one cached file, so one request must not delete another's),
-and logs hold only kinds, sizes and timings. `medr1_demo.web.layout` lays these out on the page.
+`Handlers` checks a request once (scan, question, options, modes, frame, window, checks: each by
+`medr1_demo.web.inputs`, whatever its type) and turns the backend's streamed answers into page
+HTML (`run`) or API JSON (`answer_api`, `stream_api`). Problems never raise: the page shows a
+plain sentence, the API's `error` field holds it, and the log gets one line with a short reason
+code (never the client's text, never a traceback).
+Each upload is read once (`medr1_demo.scan.cache`) and then deleted from the server's disk
+(`medr1_demo.web.uploads`): showing it, moving its frame slider, changing its window and
+answering about it all use the copy in memory. The preview is inlined, so no derived file is
+written. `medr1_demo.web.layout` lays these out on the page.
 """
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 
 from medr1_demo.config import AppConfig
 from medr1_demo.policy.picture import as_trained
-from medr1_demo.policy.trust import read_checks
 from medr1_demo.protocol import (
     MODES,
     NO_THINKING,
@@ -33,13 +31,21 @@ from medr1_demo.protocol import (
 from medr1_demo.results import Busy, ModeAnswer, ModelInfo
 from medr1_demo.scan.cache import ScanCache
 from medr1_demo.scan.types import ScanError
-from medr1_demo.web import aids, render
+from medr1_demo.web import render
+from medr1_demo.web.inputs import (
+    RequestError,
+    read_checks,
+    read_frame,
+    read_modes,
+    read_options,
+    read_question,
+    read_question_text,
+    read_scan,
+    read_window,
+)
+from medr1_demo.web.uploads import discard
 
 logger = logging.getLogger(__name__)
-
-
-class RequestError(ValueError):
-    """A request that cannot be answered; str(err) is a sentence for the person asking."""
 
 
 @dataclass(frozen=True)
@@ -66,69 +72,50 @@ class Request:
     checks: tuple[str, ...] = ()  # the trust-aid controls asked, as "mode:check"
 
 
-def read_options(value) -> list[str]:
-    """Options from the page (one per line) or the API (a list, or a JSON list as text)."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except ValueError:
-                raise RequestError("The options look like JSON but do not parse.") from None
-        else:
-            return [line.strip() for line in text.splitlines() if line.strip()]
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise RequestError("Options must be a list of texts, one per option.")
-    return [v.strip() for v in value if v.strip()]
-
-
-def _frame_index(frame) -> int | None:
-    """A 0-based frame index, None for the scan's default (the middle frame)."""
-    if frame is None or frame == "":
-        return None
-    try:
-        return int(frame)
-    except (TypeError, ValueError):
-        raise RequestError("The frame must be a whole number (0 is the first frame).") from None
-
-
 class Handlers:
     """The page's and the API's event handlers over one `Backend` and the app's limits."""
 
-    def __init__(self, backend: Backend, config: AppConfig | None = None, scans=None):
+    def __init__(self, backend: Backend, config: AppConfig | None = None, scans=None, uploads=None):
         self.backend = backend
         self.config = config or AppConfig()
-        self.scans = ScanCache() if scans is None else scans
+        max_age = self.config.server.cache_minutes * 60
+        self.scans = ScanCache(max_age=max_age) if scans is None else scans
+        self.uploads = uploads  # the private upload folder: files there are deleted once read
+
+    @staticmethod
+    def refused(error: RequestError) -> RequestError:
+        """Log one line for a refused request (its reason code only) and hand the error on."""
+        logger.info("request refused: %s", error.reason)
+        return error
 
     # ---------------------------------------------------------------------------------- scans
 
     def _scan(self, path, frame=None, window="auto"):
-        if not path:
-            raise RequestError("Upload a scan first (DICOM, PNG or JPEG).")
-        if not Path(path).is_file():
-            self.scans.forget(path)  # its memory goes with the file
-            raise RequestError("The uploaded scan is no longer on the server; upload it again.")
-        index = _frame_index(frame)
+        path, index, window = read_scan(path), read_frame(frame), read_window(window)
         started = time.perf_counter()
         try:
-            scan = self.scans.open(path).picture(index, window or "auto")
-        except ScanError as error:  # its reason is a short code, never header text
-            logger.info("scan refused: %s", getattr(error, "reason", "unreadable"))
-            raise RequestError(str(error)) from None
-        except (OSError, ValueError) as error:  # anything the imaging module did not foresee
-            logger.warning("scan unreadable: %s", type(error).__name__)
+            opened = self.scans.open(path)
+        except FileNotFoundError:
             raise RequestError(
-                "This file could not be read as a scan (DICOM, PNG or JPEG)."
+                "The uploaded scan is no longer on the server; upload it again.", "scan_gone"
             ) from None
+        except ScanError as error:  # its reason is a short code, never header text
+            discard(path, self.uploads)
+            raise RequestError(str(error), f"scan_{error.reason}") from None
+        except (OSError, ValueError):  # anything the scan reader did not foresee
+            discard(path, self.uploads)
+            raise RequestError(
+                "This file could not be read as a scan (DICOM, PNG or JPEG).", "scan_unreadable"
+            ) from None
+        discard(path, self.uploads)  # read into memory: the file on disk is no longer needed
+        try:
+            scan = opened.picture(index, window)
+        except ScanError as error:
+            raise RequestError(str(error), f"scan_{error.reason}") from None
         logger.info(
-            "scan kind=%s frames=%d bytes=%d load=%.2fs",
-            scan.kind,
-            scan.frame_count,
-            Path(path).stat().st_size,
-            time.perf_counter() - started,
-        )
+            "scan kind=%s frames=%d memory=%d load=%.2fs",
+            scan.kind, scan.frame_count, opened.nbytes, time.perf_counter() - started,
+        )  # fmt: skip
         return scan
 
     def _picture(self, scan):
@@ -151,7 +138,8 @@ class Handlers:
             scan = self._scan(path)
         except RequestError as error:
             hidden = gr.update(visible=False)
-            return render.preview_html(None), hidden, hidden, "", render.message_html(str(error))
+            message = render.message_html(str(self.refused(error)))
+            return render.preview_html(None), hidden, hidden, "", message
         # The slider counts frames from 1 as a viewer does; the imaging module counts from 0.
         frames = gr.update(
             visible=scan.frame_count > 1,
@@ -168,9 +156,12 @@ class Handlers:
     def show_scan(self, path, frame, window):
         """Frame (1-based slider) or window changed: the new preview and notes."""
         try:
-            scan = self._scan(path, int(frame) - 1 if frame else None, window)
+            index = read_frame(frame)
+            scan = self._scan(
+                path, index - 1 if index else None, window
+            )  # the slider counts from 1
         except RequestError as error:
-            return render.preview_html(None), render.message_html(str(error))
+            return render.preview_html(None), render.message_html(str(self.refused(error)))
         return render.preview_html(self._picture(scan)), self._scan_notes(scan)
 
     # ------------------------------------------------------------------------------- question
@@ -178,73 +169,30 @@ class Handlers:
     def split(self, question: str):
         """A pasted 'Question? A)x, B)y' -> the question box and one option per line."""
         try:
-            text, options = split_question(question or "")
-        except QuestionError as error:
+            text = read_question_text(question, self.config.server.max_question_chars)
+            text, options = split_question(text)
+        except (QuestionError, RequestError) as error:
             return gr.update(), gr.update(), render.message_html(str(error), "warning")
         return text, "\n".join(options), ""
 
     def asked(self, question: str, options_text: str) -> str:
         """How the question will be put to the model, updated as the person types."""
+        server = self.config.server
         try:
-            return render.question_preview(Question.ask(question, read_options(options_text)))
+            listed = read_options(options_text, server.max_option_chars)
+            text = read_question_text(question, server.max_question_chars)
+            return render.question_preview(Question.ask(text, listed))
         except (QuestionError, RequestError):
             return ""
-
-    def _question(self, question, options_value) -> Question:
-        server = self.config.server
-        question = (question or "").strip()
-        options = read_options(options_value)
-        if not question:
-            raise RequestError("Type a question about the scan.")
-        if not options:
-            try:  # an OmniMedVQA question pasted with its options
-                question, options = split_question(question)
-            except QuestionError:
-                raise RequestError("Give 2 to 8 answer options, one per line.") from None
-        if len(question) > server.max_question_chars:
-            raise RequestError(
-                f"The question is {len(question)} characters long; the limit is "
-                f"{server.max_question_chars}."
-            )
-        if any(len(o) > server.max_option_chars for o in options):
-            raise RequestError(f"Each option must be at most {server.max_option_chars} characters.")
-        try:
-            return Question.ask(question, options)
-        except QuestionError as error:
-            raise RequestError(str(error)) from None
-
-    @staticmethod
-    def _modes(modes) -> tuple[str, ...]:
-        modes = [modes] if isinstance(modes, str) else list(modes or [])
-        unknown = [m for m in modes if m not in MODES]
-        if unknown:
-            raise RequestError(f"Unknown mode {unknown[0]!r}; use {' and/or '.join(MODES)}.")
-        if not modes:
-            raise RequestError("Choose at least one mode: thinking, no-thinking or both.")
-        return tuple(m for m in MODES if m in modes)
-
-    @staticmethod
-    def _checks(checks) -> tuple[str, ...]:
-        if checks is not None and (
-            isinstance(checks, str) or not all(isinstance(c, str) for c in checks)
-        ):
-            raise RequestError('Checks must be a list such as ["no-thinking:image"].')
-        chosen = tuple(aids.chosen_checks(checks))
-        try:
-            read_checks(chosen)
-        except ValueError as error:
-            raise RequestError(str(error)) from None
-        return chosen
 
     def check_request(
         self, path, question, options, modes, frame=None, window="auto", checks=None
     ) -> Request:
         """Check everything once, before the model runs; RequestError says what to fix."""
-        if not path:  # the first thing missing on an untouched page
-            raise RequestError("Upload a scan first (DICOM, PNG or JPEG).")
-        asked = self._question(question, options)
-        chosen = self._modes(modes)
-        controls = self._checks(checks)
+        read_scan(path)  # the first thing missing on an untouched page
+        server = self.config.server
+        asked = read_question(question, options, server.max_question_chars, server.max_option_chars)
+        chosen, controls = read_modes(modes), read_checks(checks)
         scan = self._scan(path, frame, window)
         picture = self._picture(scan)
         facts = {
@@ -277,13 +225,12 @@ class Handlers:
             for answers in result if stream else [result]:
                 yield answers
         except QuestionError as error:
-            raise RequestError(str(error)) from None
+            raise RequestError(str(error), "question") from None
         except Busy as error:  # the shared batch's wait queue is full
-            logger.info("request refused: busy")
-            raise RequestError(str(error)) from None
+            raise RequestError(str(error), "busy") from None
         except Exception as error:  # the engine's GenerationError and anything below it
             logger.warning("generation failed: %s", type(error).__name__)
-            raise RequestError(f"The model could not answer: {error}") from None
+            raise RequestError(f"The model could not answer: {error}", "generation") from None
         tokens = {mode: a.tokens for mode, a in answers.items()}
         logger.info(
             "answered modes=%s tokens=%s in %.2fs",
@@ -298,12 +245,18 @@ class Handlers:
         """The Run button: yields (status, think card, rationale, think raw, plain card, plain raw,
         agreement, asked) as both modes stream."""
         try:
-            index = int(frame) - 1 if frame else None  # the slider counts from 1
+            index = read_frame(frame)
             request = self.check_request(
-                path, question, options_text, modes, index, window, checks or []
-            )
+                path,
+                question,
+                options_text,
+                modes,
+                index - 1 if index else None,
+                window,
+                checks or [],
+            )  # fmt: skip (the slider counts from 1)
         except RequestError as error:
-            yield self._page(None, (), render.message_html(str(error)))
+            yield self._page(None, (), render.message_html(str(self.refused(error))))
             return
         asked = render.question_preview(request.question)
         options = request.question.options
@@ -313,7 +266,7 @@ class Handlers:
             for answers in self._generate(request):
                 yield self._page(answers, request.modes, "", asked, options)
         except RequestError as error:
-            status = render.message_html(str(error))
+            status = render.message_html(str(self.refused(error)))
             yield self._page(answers, request.modes, status, asked, options)
 
     @staticmethod
@@ -338,7 +291,7 @@ class Handlers:
     # ------------------------------------------------------------------------------------- API
 
     def answer_api(
-        self, scan, question, options, modes=MODES, frame=None, window="auto", checks=None
+        self, scan, question, options, modes=None, frame=None, window=None, checks=None
     ) -> dict:
         """`/answer`: one JSON result; `error` holds a plain sentence when it cannot answer.
 
@@ -347,7 +300,7 @@ class Handlers:
         return list(found)[-1]
 
     def stream_api(
-        self, scan, question, options, modes=MODES, frame=None, window="auto", checks=None
+        self, scan, question, options, modes=None, frame=None, window=None, checks=None
     ):
         """`/answer_stream`: JSON results growing with the answers; the last has done=True."""
         yield from self._respond(scan, question, options, modes, frame, window, checks, True)
@@ -361,4 +314,4 @@ class Handlers:
                     info, answers=answers, scan=request.scan, question=request.question
                 )
         except RequestError as error:
-            yield render.api_payload(info, error=str(error))
+            yield render.api_payload(info, error=str(self.refused(error)))

@@ -11,18 +11,21 @@ import json
 from pathlib import Path
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from medr1_demo.config import AppConfig
 from medr1_demo.protocol import MAX_OPTIONS, MIN_OPTIONS, MODES, NO_THINKING, THINKING
 from medr1_demo.scan.windowing import WINDOW_CHOICES
 from medr1_demo.web import aids, render
 from medr1_demo.web.handlers import Backend, Handlers
+from medr1_demo.web.uploads import UploadGuard
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = ROOT / "assets" / "examples"
 CSS = Path(__file__).with_name("page.css").read_text(encoding="utf-8")
 MODE_CHOICES = [(render.MODE_LABELS[m], m) for m in MODES]
 PRIVATE = {"api_visibility": "private"}
+API_NAMES = ("answer", "answer_stream")  # the only events callable by raw HTTP
 
 __all__ = ["Backend", "Handlers", "build_demo", "launch_options", "load_examples", "theme"]
 
@@ -38,11 +41,22 @@ def theme() -> gr.themes.Base:
     )
 
 
-def launch_options(config: AppConfig, examples_dir: Path = EXAMPLES_DIR) -> dict:
-    """Keyword arguments for `demo.launch`: address, login, styling, upload limit; never shared."""
+def launch_options(
+    config: AppConfig, examples_dir: Path = EXAMPLES_DIR, uploads: Path | None = None
+) -> dict:
+    """Keyword arguments for `demo.launch`: address, login, styling, upload limit; never shared.
+
+    With `uploads` (the private upload folder), `UploadGuard` refuses every file URL inside it
+    and every raw HTTP call of a page-only event.
+    """
     server = config.server
     auth = tuple(server.auth.split(":", 1)) if server.auth else None
+    app_kwargs = {}
+    if uploads is not None:
+        guard = Middleware(UploadGuard, folder=uploads, api_names=API_NAMES)
+        app_kwargs["middleware"] = [guard]
     return {
+        "app_kwargs": app_kwargs,
         "server_name": server.host,
         "server_port": server.port,
         "auth": auth,
@@ -86,11 +100,17 @@ def _header(backend: Backend) -> str:
 
 
 def build_demo(
-    backend: Backend, config: AppConfig | None = None, examples_dir: Path = EXAMPLES_DIR
+    backend: Backend,
+    config: AppConfig | None = None,
+    examples_dir: Path = EXAMPLES_DIR,
+    uploads: Path | None = None,
 ) -> gr.Blocks:
-    """The page and its API over `backend`; queue it with `configure_queue` before launching."""
+    """The page and its API over `backend`; queue it with `configure_queue` before launching.
+
+    `uploads`: the private upload folder, whose files are deleted as soon as they are read.
+    """
     config = config or AppConfig()
-    handlers = Handlers(backend, config)
+    handlers = Handlers(backend, config, uploads=uploads)
     server = config.server
     age = max(1, round(server.cache_minutes * 60))  # uploads older than this are deleted...
     every = min(300, max(1, age // 4))  # ...by a sweep this often, and all at shutdown
@@ -188,12 +208,14 @@ def build_demo(
 
         # Inputs of the named API endpoints; never shown on the page.
         with gr.Column(visible=False):
+            # JSON inputs: every value reaches the handler, which answers a wrong one with a
+            # sentence (a dropdown or number box would refuse it with Gradio's own message).
             api_scan = gr.File(label="scan", type="filepath")
-            api_question = gr.Textbox(label="question")
-            api_options = gr.JSON(label="options")
-            api_modes = gr.CheckboxGroup(list(MODES), value=list(MODES), label="modes")
-            api_frame = gr.Number(None, precision=0, label="frame")
-            api_window = gr.Dropdown(list(WINDOW_CHOICES), value="auto", label="window")
+            api_question = gr.JSON(None, label="question")
+            api_options = gr.JSON(None, label="options")
+            api_modes = gr.JSON(list(MODES), label="modes")
+            api_frame = gr.JSON(None, label="frame")
+            api_window = gr.JSON(None, label="window")
             api_checks = gr.JSON(None, label="checks")
             api_result = gr.JSON(label="result")
             api_trigger = gr.Button("api")
@@ -208,16 +230,15 @@ def build_demo(
             show_progress="minimal",
             **light,
         )
-        split.click(handlers.split, question, [question, options, status], queue=False, **PRIVATE)
+        split.click(handlers.split, question, [question, options, status], **light)
         gr.on(
             [question.change, options.change],
             handlers.asked,
             [question, options],
             asked,
-            queue=False,
             show_progress="hidden",
             trigger_mode="always_last",
-            **PRIVATE,
+            **light,
         )
         page_outputs = [
             status,

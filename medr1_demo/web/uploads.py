@@ -1,0 +1,174 @@
+"""Uploads: a private folder per process, no original file names, nothing fetchable, all removed.
+
+Gradio keeps an upload in its temporary folder under the name it was sent with (often a
+patient's name), serves it to anyone who knows its URL, and deletes it only on a graceful close.
+Here instead:
+
+- `private_folder()` makes a folder of this process only (mode 0700) inside a parent folder,
+  after removing what earlier processes of the app left there (their pids are gone): set as
+  GRADIO_TEMP_DIR before Gradio starts, it holds every upload. `remove(folder)` runs on SIGTERM,
+  SIGINT and normal exit (app.py).
+- `anonymise_upload_names()` makes Gradio store each upload as `upload-<random>` (it wraps the
+  upload route's file writer; Gradio has no setting for it). The original name never reaches the
+  disk, the logs or a response. `no_stray_temp_files()` stops Gradio's File component from
+  leaving an empty temporary file behind per request.
+- `UploadGuard` (ASGI middleware) refuses every file URL inside the private folder (nothing an
+  upload left is ever served, to anyone), and every raw HTTP call of an event that is not one of
+  the named API endpoints (Gradio's `api_visibility="private"` only hides them from the listing).
+- The page's handlers delete an upload as soon as it has been read into memory
+  (`medr1_demo.scan.cache`), so it lives on disk for a moment only.
+
+    folder = private_folder()            # then os.environ["GRADIO_TEMP_DIR"] = str(folder)
+"""
+
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote
+
+PARENT_NAME = "medr1-demo-uploads"
+PREFIX = "process-"
+_CALL = re.compile(r"/gradio_api/(?:call|run)/([^/?]+)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clear_leftovers(parent: Path) -> int:
+    """Remove the folders of processes that are gone; the number removed."""
+    removed = 0
+    for child in parent.iterdir() if parent.is_dir() else ():
+        match = re.fullmatch(rf"{PREFIX}(\d+)-[0-9a-f]+", child.name)
+        if match and child.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(child, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def private_folder(parent: str | os.PathLike | None = None) -> Path:
+    """A new upload folder of this process only, inside `parent` (default: GRADIO_TEMP_DIR, else
+    the system temporary folder's medr1-demo-uploads), earlier processes' leftovers removed."""
+    parent = Path(parent or os.environ.get("GRADIO_TEMP_DIR") or
+                  Path(tempfile.gettempdir()) / PARENT_NAME)  # fmt: skip
+    parent.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(parent)
+    folder = parent / f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    folder.mkdir(mode=0o700)
+    return folder
+
+
+def remove(folder: Path | None) -> None:
+    """Remove an upload folder and everything in it (safe to call twice)."""
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def discard(path: str | os.PathLike, folder: Path | None) -> None:
+    """Delete one upload once it has been read, with its folder if that is now empty.
+
+    Only files inside `folder` (the private upload folder) are ever deleted.
+    """
+    if folder is None:
+        return
+    path = Path(path).resolve()
+    root = Path(folder).resolve()
+    if root not in path.parents:
+        return
+    path.unlink(missing_ok=True)
+    for parent in path.parents:
+        if parent == root:
+            break
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+
+
+def anonymise_upload_names() -> None:
+    """Make Gradio store uploads as `upload-<random>` instead of the name they were sent with."""
+    from gradio import routes
+
+    if getattr(routes.upload_fn, "medr1_anonymous", False):
+        return
+    original = routes.upload_fn
+
+    async def upload_fn(*args, **kwargs):
+        output_files, files_to_copy, locations = await original(*args, **kwargs)
+        renamed = []
+        for dest in output_files:
+            new = Path(dest).with_name(f"upload-{secrets.token_hex(8)}")
+            if dest in locations:  # still to be copied there by a background task
+                locations[locations.index(dest)] = str(new)
+            elif Path(dest).exists():
+                os.replace(dest, new)
+            renamed.append(str(new))
+        return renamed, files_to_copy, locations
+
+    upload_fn.medr1_anonymous = True
+    routes.upload_fn = upload_fn
+
+
+def no_stray_temp_files() -> None:
+    """Stop Gradio's File component from leaving an empty temporary file per request.
+
+    Its filepath preprocessing opens a NamedTemporaryFile that nothing uses or deletes (Gradio
+    6.31): one 0-byte file per upload stays in the temporary folder until shutdown.
+    """
+    from gradio.components import file
+    from gradio.utils import NamedString
+
+    if getattr(file.File._process_single_file, "medr1_clean", False):
+        return
+    original = file.File._process_single_file
+
+    def process(self, f):
+        if self.type != "filepath":
+            return original(self, f)
+        from gradio import Error
+        from gradio_client import utils as client_utils
+
+        if self.file_types and not client_utils.is_valid_file(f.path, self.file_types):
+            raise Error("Invalid file type.")
+        return NamedString(f.path)
+
+    process.medr1_clean = True
+    file.File._process_single_file = process
+
+
+class UploadGuard:
+    """ASGI middleware: no file URL inside `folder`, no raw call of an event but `api_names`."""
+
+    def __init__(self, app, folder: str | os.PathLike, api_names=("answer", "answer_stream")):
+        self.app, self.folder = app, Path(folder).resolve()
+        self.api_names = set(api_names)
+
+    def refused(self, path: str) -> bool:
+        call = _CALL.search(path)
+        if call is not None:
+            return unquote(call.group(1)) not in self.api_names
+        if "/file=" in path:
+            target = unquote(path.split("/file=", 1)[1])
+            try:
+                resolved = Path(target).resolve()
+            except (OSError, ValueError):
+                return True
+            return resolved == self.folder or self.folder in resolved.parents
+        return False
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.refused(scope.get("path", "")):
+            await send({"type": "http.response.start", "status": 403,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})  # fmt: skip
+            await send({"type": "http.response.body", "body": b"Not available."})
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,199 @@
+"""Probed as a hostile or careless user would, against a real launched `python app.py`.
+
+Run: `.venv/bin/python -m pytest tests/test_hardening.py -q`. Uploads under a patient's name,
+SIGTERM, raw HTTP calls of the page's own events, upload URLs, wrongly typed values for every
+API parameter, identifiers planted in every field and the server's log read for them.
+"""
+
+import json
+import shutil
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import launch_app
+from gradio_client import Client
+
+PLANTED = "DOE_JOHN_123456"
+NONE = (None, None, None, None)  # modes, frame, window, checks: their defaults
+PAGE_EVENTS = ("new_scan", "show_scan", "split", "asked", "run", "load_example")
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_checkpoint):
+    folder = tmp_path_factory.mktemp("hardening")
+    flags = ["--model", str(tiny_checkpoint), "--max-new-tokens", "4",
+             "--max-new-tokens-no-thinking", "4"]  # fmt: skip
+    running = launch_app(folder, *flags)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def planted_file(tmp_path, planted_dicom) -> Path:
+    path = tmp_path / f"{PLANTED}.dcm"
+    shutil.copy(planted_dicom, path)
+    return path
+
+
+def upload(url: str, path: Path) -> str:
+    """One raw upload; the server path Gradio hands back."""
+    with httpx.Client() as http:
+        reply = http.post(
+            url + "gradio_api/upload", files={"files": (path.name, path.read_bytes())}
+        )
+    return reply.json()[0]
+
+
+def call(url: str, name: str, data: list) -> tuple[int, dict | None]:
+    """A raw HTTP call of an event (Gradio's REST route): (status, the completed result)."""
+    with httpx.Client(timeout=60) as http:
+        started = http.post(url + f"gradio_api/call/{name}", json={"data": data})
+        if started.status_code != 200:
+            return started.status_code, None
+        event = started.json()["event_id"]
+        kind = None
+        with http.stream("GET", url + f"gradio_api/call/{name}/{event}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    kind = line.removeprefix("event:").strip()
+                elif line.startswith("data:") and kind in ("complete", "error"):
+                    found = json.loads(line.removeprefix("data:"))
+                    return 200, found[0] if isinstance(found, list) else {"error": found}
+    return 200, None
+
+
+def file_ref(path: str) -> dict:
+    return {"path": path, "meta": {"_type": "gradio.FileData"}}
+
+
+# ---------------------------------------------------------------------------------- uploads
+
+
+def test_uploads_are_anonymous_unfetchable_and_deleted_once_read(server, planted_file):
+    path = upload(server.url, planted_file)
+    assert PLANTED not in path and Path(path).name.startswith("upload-")
+    assert not any(PLANTED in str(p) for p in server.upload_dir.rglob("*"))
+    with httpx.Client() as http:
+        assert http.get(server.url + f"gradio_api/file={path}").status_code == 403
+    status, result = call(server.url, "answer", [file_ref(path), "Which?", ["CT", "MRI"], *NONE])
+    assert status == 200 and result["ok"], result
+    assert not Path(path).exists()  # read into memory, then deleted from the disk
+    leftovers = [p for p in files_under(server.upload_dir) if p.stat().st_size == 0]
+    # The per-upload folders (named by content hash) go with their file; Gradio's own fixed
+    # folders (e.g. its edit history) are not uploads.
+    folders = [p for p in server.upload_dir.rglob("*") if p.is_dir() and len(p.name) == 64]
+    empty_folders = [p for p in folders if not any(p.iterdir())]
+    assert leftovers == [] and empty_folders == []
+
+
+def test_sigterm_leaves_nothing_and_a_new_server_serves_nothing_of_it(tmp_path, tiny_checkpoint,
+                                                                        planted_file):  # fmt: skip
+    flags = ["--model", str(tiny_checkpoint), "--max-new-tokens", "4",
+             "--max-new-tokens-no-thinking", "4"]  # fmt: skip
+    first = launch_app(tmp_path, *flags)
+    paths = [upload(first.url, planted_file) for _ in range(3)]  # uploaded, never used
+    assert all(Path(p).exists() for p in paths)
+    first.process.send_signal(signal.SIGTERM)
+    first.process.wait(timeout=30)
+    assert files_under(tmp_path / "uploads") == []
+    second = launch_app(tmp_path, *flags)
+    try:
+        with httpx.Client() as http:
+            for path in paths:
+                assert http.get(second.url + f"gradio_api/file={path}").status_code in (403, 404)
+    finally:
+        second.stop()
+
+
+# ---------------------------------------------------------------------------------- routes
+
+
+@pytest.mark.parametrize("name", PAGE_EVENTS)
+def test_page_only_events_are_refused_by_raw_http(server, name):
+    with httpx.Client() as http:
+        for route in ("call", "run"):
+            reply = http.post(server.url + f"gradio_api/{route}/{name}", json={"data": []})
+            assert reply.status_code == 403, (route, name, reply.status_code)
+
+
+# ------------------------------------------------------------------------------- bad values
+
+BAD_VALUES = [
+    # (parameter, value, words the sentence must hold)
+    ("question", ["a", "list"], "question must be text"),
+    ("question", 42, "question must be text"),
+    ("question", "x" * 2001, "limit is 2000"),
+    ("question", "", "Type a question"),
+    ("options", 5, "list of texts"),
+    ("options", [1, 2], "list of texts"),
+    ("options", ["only one"], "2 to 8"),
+    ("options", ["CT", "y" * 301], "at most 300"),
+    ("modes", ["bogus"], "Unknown mode"),
+    ("modes", 7, "Modes must be a list"),
+    ("modes", [], "at least one mode"),
+    ("frame", "abc", "whole number"),
+    ("frame", True, "whole number"),
+    ("frame", 1.5, "whole number"),
+    ("frame", 99, "does not exist"),
+    ("window", 123, "Unknown window"),
+    ("window", "bogus", "Unknown window"),
+    ("window", "lung", "does not apply"),  # a CT preset on an MR scan
+    ("checks", "image", "Checks must be a list"),
+    ("checks", ["no-thinking:colour"], "Unknown check"),
+]
+ORDER = ("scan", "question", "options", "modes", "frame", "window", "checks")
+
+
+@pytest.mark.parametrize("name, value, words", BAD_VALUES, ids=lambda v: str(v)[:20])
+def test_every_wrong_value_gets_a_plain_sentence(server, name, value, words):
+    from pydicom.data import get_testdata_file
+
+    scan = Path(get_testdata_file("MR_small.dcm", download=False))
+    values = {"question": "Which?", "options": ["CT", "MRI"], "modes": None, "frame": None,
+              "window": None, "checks": None, name: value}  # fmt: skip
+    data = [file_ref(upload(server.url, scan)), *(values[k] for k in ORDER[1:])]
+    status, result = call(server.url, "answer", data)
+    assert status == 200 and result is not None
+    assert result["ok"] is False and words in result["error"], result["error"]
+
+
+def test_no_scan_is_a_sentence_too(server):
+    client = Client(server.url, verbose=False)
+    result = client.predict(scan=None, question="Which?", options=["CT", "MRI"],
+                            api_name="/answer")  # fmt: skip
+    assert not result["ok"] and "Upload a scan first" in result["error"]
+
+
+# ------------------------------------------------------------------------------------- logs
+
+
+def test_the_log_holds_no_client_text_and_one_line_per_refusal(server, planted_file,
+                                                              planted_identifiers):  # fmt: skip
+    before = server.log_text()
+    text = f"PATIENT {PLANTED}"
+    refused = [
+        {"question": text, "options": [text, "MRI"], "frame": text},
+        {"question": text, "options": [text, "MRI"], "window": text},
+        {"question": text, "options": [text, "MRI"], "modes": [text]},
+        {"question": text, "options": [text, "MRI"], "checks": [text]},
+        {"question": text * 400, "options": [text, "MRI"]},
+    ]
+    for fields in refused:
+        values = {"modes": None, "frame": None, "window": None, "checks": None, **fields}
+        data = [file_ref(upload(server.url, planted_file)), *(values[k] for k in ORDER[1:])]
+        assert call(server.url, "answer", data)[1]["ok"] is False
+    answered = [file_ref(upload(server.url, planted_file)), text, [text, "MRI"], *NONE]
+    assert call(server.url, "answer", answered)[1]["ok"] is True
+    with httpx.Client() as http:  # a malformed raw call Gradio itself refuses
+        http.post(server.url + "gradio_api/call/answer", json={"data": [1, 2]})
+    log = server.log_text()[len(before) :]
+    for planted in (PLANTED, "PATIENT", *planted_identifiers):
+        assert planted not in log, planted
+    assert "Traceback" not in log
+    assert log.count("request refused: ") == len(refused)
