@@ -1,13 +1,16 @@
 """Uploads read once: opened scans kept by file, bounded in number and memory, dropped with the file.
 
-The page shows a scan on upload, again on every frame or window change, and hands it to the
-model on Answer; each of those asks this cache, so a file is read and decoded once. An entry is
-keyed by the file's path, size and modification time (a new upload under a reused name is a new
-entry), evicted least-recently-used beyond `max_entries` or `max_bytes`, and dropped as soon as
-its file is gone (Gradio deletes uploads after `server.cache_minutes`).
+The page shows a scan on upload, again on every frame, slice, plane or window change, and hands
+it to the model on Answer; each of those asks this cache, so a file (or a series: a decoded
+volume) is read and decoded once. An entry is keyed by its files' paths, sizes and modification
+times (a new upload under a reused name is a new entry) and, for an upload of several series, the
+series chosen; it is evicted least-recently-used beyond `max_entries` or `max_bytes`, and dropped
+as soon as any of its files is gone (Gradio deletes uploads after `server.cache_minutes`).
 
     scans = ScanCache()
     scan = scans.open(path).picture(frame=None, window="auto")
+    found = scans.open_upload(paths)                # OpenedScan, or a SeriesChoice (.labels)
+    scan = scans.open_upload(paths, series=1).picture(frame=40, window="lung", plane="coronal")
 
 Tests: `.venv/bin/python -m pytest tests/test_ui.py -q -k cache`.
 """
@@ -17,21 +20,25 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from medr1_demo.scan.reader import open_scan
+from medr1_demo.scan.reader import open_scan, open_upload
+from medr1_demo.scan.series import SeriesChoice
 from medr1_demo.scan.types import OpenedScan
 
 
 class ScanCache:
-    """Opened scans by file; thread-safe (page events run on several worker threads)."""
+    """Opened uploads by file(s); thread-safe (page events run on several worker threads)."""
 
     def __init__(
         self,
         max_entries: int = 16,
         max_bytes: int = 1 << 30,
         opener: Callable[[str], OpenedScan] = open_scan,
+        upload_opener: Callable[..., OpenedScan | SeriesChoice] = open_upload,
     ):
         self.max_entries, self.max_bytes, self.opener = max_entries, max_bytes, opener
-        self._entries: OrderedDict[tuple, OpenedScan] = OrderedDict()
+        self.upload_opener = upload_opener
+        # key: (entry point, ((real path, size, mtime), ...), series) -> the opened upload
+        self._entries: OrderedDict[tuple, OpenedScan | SeriesChoice] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
@@ -41,13 +48,21 @@ class ScanCache:
 
     def open(self, path: str) -> OpenedScan:
         """The opened scan of the file at `path`, read on first use; ScanError/OSError as open_scan."""
-        key = self._key(path)
+        return self._cached(("file", (self._key(path),), None), lambda: self.opener(path))
+
+    def open_upload(self, paths, series: int | None = None) -> OpenedScan | SeriesChoice:
+        """`open_upload(paths, series=series)` (medr1_demo.scan.reader), read on first use."""
+        paths = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+        key = ("upload", tuple(self._key(p) for p in paths), series)
+        return self._cached(key, lambda: self.upload_opener(paths, series=series))
+
+    def _cached(self, key: tuple, opener: Callable[[], OpenedScan | SeriesChoice]):
         with self._lock:
             self._drop_gone()
             if key in self._entries:
                 self._entries.move_to_end(key)
                 return self._entries[key]
-        opened = self.opener(path)  # outside the lock: a slow decode does not block other users
+        opened = opener()  # outside the lock: a slow decode does not block other users
         with self._lock:
             self._entries[key] = opened
             self._entries.move_to_end(key)
@@ -55,10 +70,10 @@ class ScanCache:
         return opened
 
     def forget(self, path: str) -> None:
-        """Drop every entry of `path` (its upload was replaced or deleted)."""
+        """Drop every entry holding `path` (its upload was replaced or deleted)."""
         real = os.path.realpath(path)
         with self._lock:
-            for key in [k for k in self._entries if k[0] == real]:
+            for key in [k for k in self._entries if any(f[0] == real for f in k[1])]:
                 del self._entries[key]
 
     def __len__(self) -> int:
@@ -71,7 +86,8 @@ class ScanCache:
             return sum(opened.nbytes for opened in self._entries.values())
 
     def _drop_gone(self) -> None:
-        for key in [k for k in self._entries if not os.path.exists(k[0])]:
+        gone = [k for k in self._entries if not all(os.path.exists(f[0]) for f in k[1])]
+        for key in gone:
             del self._entries[key]
 
     def _evict(self) -> None:
