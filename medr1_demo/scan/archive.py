@@ -115,9 +115,17 @@ class ZipSource(Source):
             raise ScanError(TOO_BIG.format(what="its list of files is too long"), "too_large")
         try:
             self.zip = zipfile.ZipFile(self.path)
-            infos = self.zip.infolist()
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
             raise ScanError(DAMAGED_ZIP, "damaged") from None
+        try:
+            self._check(self.zip.infolist(), size)
+        except BaseException:
+            self.zip.close()
+            raise
+        self.inflated = 0
+
+    def _check(self, infos: list[zipfile.ZipInfo], size: int) -> None:
+        """The directory's limits, then the members worth reading (names stay in here)."""
         files = [info for info in infos if not info.is_dir()]
         if len(files) > MAX_MEMBERS:  # the record's count can lie; the parsed list cannot
             raise ScanError(
@@ -149,7 +157,6 @@ class ZipSource(Source):
             ),
             key=lambda info: info.filename,  # a folder's order; names stay inside this module
         )
-        self.inflated = 0
 
     def __len__(self) -> int:
         return len(self.members)
@@ -176,7 +183,9 @@ class ZipSource(Source):
                     got += len(chunk)
                     self.inflated += len(chunk)
                     if self.inflated > MAX_TOTAL_BYTES:
-                        raise ScanError(TOO_BIG.format(what="in all"), "zip_bomb")
+                        raise ScanError(
+                            TOO_BIG.format(what=f"over {MAX_TOTAL_BYTES >> 30} GB"), "zip_bomb"
+                        )
                     chunks.append(chunk)
                 if size == info.file_size and member.read(1):  # more than the directory said
                     raise ScanError(DAMAGED_ZIP, "damaged")

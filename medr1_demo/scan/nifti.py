@@ -114,13 +114,14 @@ def open_nifti(path: Path, head: bytes, max_voxels: int) -> Volume:
     p99 = float(np.percentile(values[::step, ::step, ::step], 99))
     hounsfield = looks_like_hounsfield(float(values.min()), p99)
     zooms = header.get_zooms()[:3]
+    axes = nib.aff2axcodes(image.affine)  # None for an axis the affine leaves undefined
     metadata = {
         "Format": "NIfTI-2" if image_class is nib.Nifti2Image else "NIfTI-1",
         "Dimensions": " x ".join(str(n) for n in spatial),
         "Voxel size": " x ".join(readable_number(float(z)) for z in zooms) + " mm",
         "Volumes": str(math.prod(shape[3:])) if len(shape) > 3 else None,
         "Data type": str(header.get_data_dtype()),
-        "Stored orientation": "".join(nib.aff2axcodes(image.affine)) if any(codes) else None,
+        "Stored orientation": "".join(axes) if any(codes) and None not in axes else None,
         "Values": "Hounsfield units (judged from the values)" if hounsfield else "as stored",
     }
     metadata = {label: value for label, value in metadata.items() if value}

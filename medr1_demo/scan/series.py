@@ -71,7 +71,7 @@ class Skipped:
         out = []
         if self.not_dicom:
             were = (
-                "is not a DICOM image and was" if self.not_dicom == 1 else "are not DICOM and were"
+                "is not a DICOM image and was" if self.not_dicom == 1 else "are not DICOM images and were"
             )
             out.append(f"{_count(self.not_dicom, 'file', 'files')} in the upload {were} skipped.")
         if self.no_image:

@@ -34,7 +34,7 @@ from medr1_demo.scan.dicom import (
     _first,
     _value,
 )
-from medr1_demo.scan.types import OpenedScan, Scan, frame_index
+from medr1_demo.scan.types import OpenedScan, Scan, ScanError, frame_index
 from medr1_demo.scan.volume import Volume, check_voxels
 from medr1_demo.scan.windowing import readable_number
 
@@ -118,22 +118,45 @@ def open_group(
     """The series `group` of `source` decoded (see the module docstring)."""
     if len(group) == 1:  # one file (maybe multi-frame): the single-file reader, as uploaded alone
         check_voxels(group[0].rows * group[0].columns * group[0].frames, max_voxels, "scan")
-        opened = _dicom_file(source, group[0].member, max_pixels)
+        try:
+            opened = _dicom_file(source, group[0].member, max_pixels)
+        except SliceError as error:
+            raise error.cause from None
         return Annotated(opened, notes) if notes else opened
     check_voxels(sum(f.rows * f.columns * f.frames for f in group), max_voxels, "series")
     ordered, why, normal = order(group)
-    if why is not None:
-        files = [_dicom_file(source, f.member, max_pixels) for f in ordered]
-        note = f"This series is shown slice by slice as stored, without other planes: {why}."
-        return SliceStack(files, (*notes, note))
-    return _volume(source, ordered, normal, notes, max_pixels)
+    try:
+        if why is None:
+            return _volume(source, ordered, normal, notes, max_pixels)
+        files = [_dicom_file(source, f.member, max_pixels, k) for k, f in enumerate(ordered)]
+    except SliceError as error:  # which slice, then the single-file sentence
+        raise ScanError(
+            f"Slice {error.index + 1} of {len(ordered)} in this series could not be shown. "
+            f"{error.cause}",
+            error.cause.reason,
+        ) from None
+    note = f"This series is shown slice by slice as stored, without other planes: {why}."
+    return SliceStack(files, (*notes, note))
 
 
-def _dicom_file(source: Source, member: int, max_pixels: int) -> DicomFile:
-    data = source.read(member)
-    if isinstance(source, FileSource):  # a deflated dataset's size is bounded before inflating
-        _check_deflated(source.paths[member], data[:2048], max_pixels)
-    return DicomFile(dcmread(io.BytesIO(data), force=True), max_pixels)
+class SliceError(Exception):
+    """A slice's refusal, with the slice's place in the series."""
+
+    def __init__(self, index: int, cause: ScanError):
+        super().__init__(str(cause))
+        self.index, self.cause = index, cause
+
+
+def _dicom_file(source: Source, member: int, max_pixels: int, index: int = 0) -> DicomFile:
+    try:
+        data = source.read(member)
+        if isinstance(source, FileSource):  # a deflated dataset's size is bounded first
+            _check_deflated(source.paths[member], data[:2048], max_pixels)
+        return DicomFile(dcmread(io.BytesIO(data), force=True), max_pixels)
+    except ScanError as error:
+        if error.reason == "zip_bomb":
+            raise
+        raise SliceError(index, error) from None
 
 
 def _volume(source, ordered, normal, notes, max_pixels) -> Volume:
@@ -141,9 +164,12 @@ def _volume(source, ordered, normal, notes, max_pixels) -> Volume:
     values = np.empty((len(ordered), first.rows, first.columns), dtype=np.float32)
     burned_in = False
     for k, facts in enumerate(ordered):
-        opened = _dicom_file(source, facts.member, max_pixels)
-        opened.check_decoder()
-        values[k] = pixels.apply_modality_lut(opened._frame(0), opened.ds)  # e.g. HU for CT
+        opened = _dicom_file(source, facts.member, max_pixels, k)
+        try:
+            opened.check_decoder()
+            values[k] = pixels.apply_modality_lut(opened._frame(0), opened.ds)  # e.g. HU for CT
+        except ScanError as error:
+            raise SliceError(k, error) from None
         burned_in |= opened.burned_in
         if k == middle:  # the series' facts and window come from its middle slice
             shown = opened

@@ -186,7 +186,8 @@ def check_choice(choice: str, applicable: tuple[str, ...], what: str) -> None:
 
 # ----------------------------------------------------------------------------- quiet libraries
 # pydicom's warnings and log lines quote element values (a malformed birth date, an overlong
-# name) and TIFF debug logs quote tag text; while a scan loads in this thread they are dropped.
+# name), TIFF debug logs quote tag text and nibabel reports header fixes; while a scan loads in
+# this thread they are dropped.
 _LOADING = threading.local()
 
 
@@ -195,7 +196,7 @@ class _LoadingFilter(logging.Filter):
         return not getattr(_LOADING, "active", False)
 
 
-for _name in ("pydicom", "PIL.TiffImagePlugin"):
+for _name in ("pydicom", "PIL.TiffImagePlugin", "nibabel.global"):
     logging.getLogger(_name).addFilter(_LoadingFilter())
 
 

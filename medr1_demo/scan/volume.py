@@ -62,6 +62,7 @@ MAX_SIDE = 2048  # longest side of a picture that had to be stretched to square 
 SAMPLE_VALUES = 1 << 20  # values a series window is computed from (an even subsample)
 OBLIQUE_DEGREES = 10.0  # slices tilted more than this from every patient plane are "oblique"
 LINEAR = "LINEAR_EXACT"  # computed windows map their span exactly onto 0..255
+_AS_STORED = {0: [[2, 1], [1, 1], [0, 1]], 2: [[0, 1], [1, 1], [2, 1]]}  # slice axis -> S
 _WORLD_PLANE = {2: AXIAL, 1: CORONAL, 0: SAGITTAL}  # LPS axis a slice normal points along
 
 
@@ -91,12 +92,18 @@ def turned(values: np.ndarray, affine: np.ndarray, slice_axis: int):
     is the stored slice axis (0 for a DICOM stack, 2 for NIfTI), whose direction names the
     acquisition plane.
     """
-    directions = np.asarray(affine, dtype=np.float64)[:3, :3]
+    directions = np.nan_to_num(np.asarray(affine, dtype=np.float64)[:3, :3], posinf=0, neginf=0)
     lengths = np.linalg.norm(directions, axis=0)
-    ornt = io_orientation(affine)  # per array axis: (nearest LPS axis, sign)
-    if not np.isfinite(ornt).all() or not (lengths > 0).all():
-        ornt = np.array([[2, 1], [1, 1], [0, 1]], dtype=float)  # no usable geometry: as stored
-        lengths = np.ones(3)
+    flat = ~(lengths > 0)
+    if flat.any():  # an axis without a direction (zero spacing): 1 mm along an unclaimed axis
+        claimed = {int(np.argmax(np.abs(directions[:, i]))) for i in np.flatnonzero(~flat)}
+        free = [axis for axis in range(3) if axis not in claimed]
+        for i in np.flatnonzero(flat):
+            directions[:, i] = np.eye(3)[free.pop(0)]
+        lengths = np.linalg.norm(directions, axis=0)
+    ornt = io_orientation(np.vstack([np.column_stack([directions, np.zeros(3)]), [0, 0, 0, 1]]))
+    if not np.isfinite(ornt).all():  # directions that do not span space: as stored
+        ornt = np.array(_AS_STORED[slice_axis], dtype=float)
     order = [int(np.flatnonzero(ornt[:, 0] == axis)[0]) for axis in (2, 1, 0)]
     flips = tuple(slice(None, None, -1) if ornt[i, 1] < 0 else slice(None) for i in order)
     acquired, tilt = normal_plane(directions[:, slice_axis])
