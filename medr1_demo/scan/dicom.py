@@ -79,7 +79,42 @@ _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())  # 4-by
 _DEFLATED_UID = b"1.2.840.10008.1.2.1.99"
 # Body Part Examined values shown (DICOM PS3.16 CID 4031 defined terms); anything else is left out.
 BODY_PARTS = frozenset(
-    ["ABDOMEN", "ANKLE", "ARM", "BRAIN", "BREAST", "CHEST", "CSPINE", "ELBOW", "EXTREMITY", "EYE", "FOOT", "HAND", "HEAD", "HEART", "HIP", "JAW", "KNEE", "LEG", "LIVER", "LSPINE", "NECK", "PANCREAS", "PELVIS", "PROSTATE", "SHOULDER", "SKULL", "SPINE", "TSPINE", "WRIST", "WHOLEBODY", "KIDNEY", "LUNG", "SKIN", "RETINA"]
+    [
+        "ABDOMEN",
+        "ANKLE",
+        "ARM",
+        "BRAIN",
+        "BREAST",
+        "CHEST",
+        "CSPINE",
+        "ELBOW",
+        "EXTREMITY",
+        "EYE",
+        "FOOT",
+        "HAND",
+        "HEAD",
+        "HEART",
+        "HIP",
+        "JAW",
+        "KNEE",
+        "LEG",
+        "LIVER",
+        "LSPINE",
+        "NECK",
+        "PANCREAS",
+        "PELVIS",
+        "PROSTATE",
+        "SHOULDER",
+        "SKULL",
+        "SPINE",
+        "TSPINE",
+        "WRIST",
+        "WHOLEBODY",
+        "KIDNEY",
+        "LUNG",
+        "SKIN",
+        "RETINA",
+    ]
 )
 _CODE = re.compile(r"[A-Z0-9 _]{1,16}")  # a DICOM code string (CS) and nothing else
 _NO_IMAGE_KINDS = {"SR": "a structured report", "RTSTRUCT": "a radiotherapy structure set",

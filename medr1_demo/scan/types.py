@@ -24,7 +24,10 @@ from PIL import Image
 from medr1_demo.scan.windowing import AUTO, WINDOW_CHOICES
 
 logger = logging.getLogger("medr1_demo.scan")
-PICTURES_KEPT = 4  # rendered pictures kept per upload (frame x window)
+PICTURES_KEPT = 4  # rendered pictures kept per upload (frame x window x plane)
+# Planes of a volume, in patient terms; a single picture or a slice-by-slice series has none.
+AXIAL, CORONAL, SAGITTAL = "axial", "coronal", "sagittal"
+PLANES: tuple[str, ...] = (AXIAL, CORONAL, SAGITTAL)
 
 
 class ScanError(ValueError):
@@ -49,17 +52,21 @@ class Scan:
     burned_in_annotation: bool
     windowable: bool  # a window choice makes sense (grayscale DICOM / 16-bit picture)
     window_choices: tuple[str, ...] = (AUTO,)  # the WINDOW_CHOICES that apply to this scan
+    plane: str | None = None  # the plane shown (a volume); frame_count counts its slices
+    planes: tuple[str, ...] = ()  # the PLANES this scan offers; () means no plane choice
 
 
 class OpenedScan:
     """An upload read once (header checked, pixels in memory); `picture` renders any frame.
 
-    Readers subclass it and implement `render`; `picture` checks the arguments first and lets
-    only ScanError out, so a caller never sees a library's message (which may quote the header).
+    Readers subclass it and implement `render` (volumes: `render_plane`); `picture` checks the
+    arguments first and lets only ScanError out, so a caller never sees a library's message (which
+    may quote the header).
     """
 
     kind: str
     frame_count: int
+    planes: tuple[str, ...] = ()  # a volume's PLANES; () for a single picture
 
     def __init__(self):
         self._lock = threading.Lock()  # one render at a time per upload
@@ -73,18 +80,27 @@ class OpenedScan:
     def render(self, index: int | None, choice: str) -> Scan:
         raise NotImplementedError
 
-    def picture(self, frame: int | None = None, window: str = AUTO) -> Scan:
+    def render_plane(self, index: int | None, choice: str, plane: str | None) -> Scan:
+        """`render` in `plane` (checked to be one of `planes`, or None: the scan's own view)."""
+        return self.render(index, choice)
+
+    def picture(
+        self, frame: int | None = None, window: str = AUTO, plane: str | None = None
+    ) -> Scan:
         """The model's picture of `frame` (0-based; None: the middle one) through `window`.
 
+        `plane` (a volume: axial, coronal or sagittal; None: the plane it was acquired in) must be
+        one of `planes`; "axial" is also accepted for a scan without planes, as its only view.
         The last few pictures are kept: showing a scan and then answering about it renders once.
         """
         choice, index = check_window(window), check_frame(frame)
+        view = check_plane(plane, self.planes)
         with self._lock:
-            shown = self._shown.get((index, choice))
+            shown = self._shown.get((index, choice, view))
             if shown is None:
                 with refusals():
-                    shown = self.render(index, choice)
-                self._shown[(index, choice)] = shown
+                    shown = self.render_plane(index, choice, view)
+                self._shown[(index, choice, view)] = shown
                 while len(self._shown) > PICTURES_KEPT:
                     self._shown.pop(next(iter(self._shown)))
             return shown
@@ -111,15 +127,38 @@ def check_frame(frame) -> int | None:
     return operator.index(frame)
 
 
-def frame_index(frame: int | None, count: int) -> int:
-    """The 0-based frame to decode: `frame`, or the middle one when it is None."""
+def check_plane(plane, planes: tuple[str, ...]) -> str | None:
+    """The plane as PLANES spells it (None: the scan's own view), or ScanError."""
+    if plane is None or not str(plane).strip():
+        return None
+    view = str(plane).strip().lower()
+    if view in planes:
+        return view
+    if not planes and view == AXIAL:
+        return None  # a single picture's only view, so a client may always send "axial"
+    if view not in PLANES:
+        raise ScanError(
+            f"Unknown plane '{str(plane)[:40]}'. Choose one of: {', '.join(PLANES)}.", "plane"
+        )
+    if not planes:
+        raise ScanError(
+            f"This scan is shown slice by slice as stored, so it has no {view} view.", "plane"
+        )
+    raise ScanError(
+        f"This scan offers the {' and '.join(planes)} plane{'s' * (len(planes) > 1)} only.",
+        "plane",
+    )
+
+
+def frame_index(frame: int | None, count: int, unit: str = "frame") -> int:
+    """The 0-based frame (or slice: `unit`) to decode: `frame`, or the middle one when None."""
     if frame is None:
         return count // 2
     if not 0 <= frame < count:
-        plural = "frame" if count == 1 else "frames"
+        plural = unit if count == 1 else f"{unit}s"
         raise ScanError(
-            f"This scan has {count} {plural}, so frame {frame} does not exist "
-            f"(frames are numbered 0 to {count - 1}).",
+            f"This scan has {count} {plural}, so {unit} {frame} does not exist "
+            f"({unit}s are numbered 0 to {count - 1}).",
             "frame",
         )
     return frame
@@ -147,7 +186,8 @@ def check_choice(choice: str, applicable: tuple[str, ...], what: str) -> None:
 
 # ----------------------------------------------------------------------------- quiet libraries
 # pydicom's warnings and log lines quote element values (a malformed birth date, an overlong
-# name) and TIFF debug logs quote tag text; while a scan loads in this thread they are dropped.
+# name), TIFF debug logs quote tag text and nibabel reports header fixes; while a scan loads in
+# this thread they are dropped.
 _LOADING = threading.local()
 
 
@@ -156,7 +196,7 @@ class _LoadingFilter(logging.Filter):
         return not getattr(_LOADING, "active", False)
 
 
-for _name in ("pydicom", "PIL.TiffImagePlugin"):
+for _name in ("pydicom", "PIL.TiffImagePlugin", "nibabel.global"):
     logging.getLogger(_name).addFilter(_LoadingFilter())
 
 
