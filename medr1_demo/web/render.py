@@ -178,6 +178,8 @@ def model_panel(info: ModelInfo, notice: str | None = None) -> str:
             f"{info.parameters / 1e6:,.1f} M" if info.parameters >= 1e5 else f"{info.parameters:,}",
         ),
         ("Processor", info.processor),
+        # The app asks with what GRPO trained on; `trainer eval --prompts medr1-eval` does not.
+        ("Prompts", "Med-R1's training prompts (what the policy learned), not its eval prompts"),
     ]
     table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     banner = message_html(notice, "warning") if notice else ""
