@@ -20,6 +20,17 @@ held in memory. Rows follow the shared protocol: `prompt` (conversational, `buil
 mode; GRPO passes it to the rewards) and for SFT `completion`. With `mode="both"` every record
 gives two rows, one per Med-R1 template, so one policy learns to answer in both modes.
 
+SFT rows come in two layouts (`sft_layout`): "project" asks with the GRPO prompt (image first) and
+targets `<answer>X</answer>` (after `<think>rationale</think>\n` in thinking mode); "medr1" is
+Med-R1's SFT (`src/r1-v/src/open_r1/sft.py`): its system prompt, the question text before the
+image, and the target `f"{rationale}\n\n{solution}"` (the record's own `<answer> X </answer>`),
+the solution alone when a record has no rationale. Med-R1's code wrote the literal text "None"
+there for records without one; that is not copied (docs/training.md lists its quirks).
+
+Pictures with an alpha channel are flattened as the official path does (`qwen_vl_utils` 0.0.10
+`to_rgb`): RGBA onto white, other modes through `convert("RGB")`. The app's own reader puts
+transparent margins on black, for display; training and evaluation use this loader.
+
     python -m trainer validate --data_files Splits/modality/train --image_root OmniMedVQA
 """
 
@@ -44,6 +55,11 @@ from trainer.train.sources import (
 # Train one policy on both templates: each record gives a thinking and a no-thinking row.
 BOTH = "both"
 TRAINING_MODES = (*protocol.MODES, BOTH)
+PROJECT_LAYOUT, MEDR1_LAYOUT = "project", "medr1"
+SFT_LAYOUTS = (PROJECT_LAYOUT, MEDR1_LAYOUT)
+# Stored modes that may hold transparency: flattened as qwen_vl_utils does, not as the app's
+# reader does (palette pictures without transparency come out the same either way).
+_FLATTENED_MODES = ("RGBA", "RGBa", "LA", "La", "PA", "P")
 
 
 def row_modes(mode: str) -> tuple[str, ...]:
@@ -221,8 +237,12 @@ def with_rationale_target(records: list[Record]) -> list[Problem]:
     return [Problem(r.source, r.index, reason) for r in records if not r.rationale]
 
 
-def sft_target(record: Record, mode: str) -> str:
-    """SFT's completion: `<answer>X</answer>`, after `<think>rationale</think>` in thinking mode."""
+def sft_target(record: Record, mode: str, layout: str = PROJECT_LAYOUT) -> str:
+    """SFT's completion in `layout` (see the module docstring)."""
+    if layout == MEDR1_LAYOUT:
+        if mode == protocol.THINKING:
+            return f"{record.rationale}\n\n{record.solution}"
+        return record.solution
     answer = f"<answer>{record.letter}</answer>"
     if mode == protocol.THINKING:
         return f"<think>{record.rationale}</think>\n{answer}"
@@ -293,10 +313,30 @@ def open_image(path: str, size: int):
 
     from medr1_demo.scan.reader import load_scan
 
-    image = load_scan(path).image
+    scan = load_scan(path)  # size checked before decoding, DICOM windowed, photos upright
+    image = scan.image
+    if scan.frame_count == 1 and scan.metadata.get("Colour mode") in _FLATTENED_MODES:
+        image = flattened_as_official(path)
     if size:
         image = image.resize((size, size), Image.Resampling.BICUBIC)
     return image
+
+
+def flattened_as_official(path: str):
+    """The picture at `path` made RGB as qwen_vl_utils 0.0.10 `to_rgb` does: RGBA onto white.
+
+    Other modes go through `convert("RGB")`, which drops the alpha channel as that function does.
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as stored:
+        stored.load()
+        image = ImageOps.exif_transpose(stored)  # upright, as the scan reader shows it
+    if image.mode == "RGBA":
+        white = Image.new("RGB", image.size, (255, 255, 255))
+        white.paste(image, mask=image.getchannel("A"))
+        return white
+    return image.convert("RGB")
 
 
 @dataclass(frozen=True)
@@ -310,13 +350,18 @@ class RowBuilder:
     mode: str
     image_size: int = 384
     sft: bool = False
+    layout: str = PROJECT_LAYOUT
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         modes = batch.get("mode") or [self.mode] * len(batch["question"])
-        rows = {
-            "prompt": [
+        if self.sft and self.layout == MEDR1_LAYOUT:
+            prompts = [protocol.sft_messages(q) for q in batch["question"]]
+        else:
+            prompts = [
                 protocol.build_messages(q, m) for q, m in zip(batch["question"], modes, strict=True)
-            ],
+            ]
+        rows = {
+            "prompt": prompts,
             "image": [open_image(path, self.image_size) for path in batch["image_path"]],
             "solution": list(batch["solution"]),
             "modality": list(batch["modality"]),
@@ -328,8 +373,15 @@ class RowBuilder:
         return rows
 
 
-def build_dataset(records: list[Record], mode: str, image_size: int = 384, *, sft: bool = False):
-    """A lazily decoded `datasets.Dataset` of TRL rows for `records`.
+def build_dataset(
+    records: list[Record],
+    mode: str,
+    image_size: int = 384,
+    *,
+    sft: bool = False,
+    layout: str = PROJECT_LAYOUT,
+):
+    """A lazily decoded `datasets.Dataset` of TRL rows for `records` (SFT rows in `layout`).
 
     `mode="both"` gives two rows per record (thinking, then no-thinking) and stores each row's
     mode in a `mode` column; a single mode stores no such column (every row has that mode).
@@ -348,6 +400,6 @@ def build_dataset(records: list[Record], mode: str, image_size: int = 384, *, sf
     if len(modes) > 1:
         columns["mode"] = [m for _, m in pairs]
     if sft:
-        columns["target"] = [sft_target(r, m) for r, m in pairs]
+        columns["target"] = [sft_target(r, m, layout) for r, m in pairs]
     dataset = datasets.Dataset.from_dict(columns)
-    return dataset.with_transform(RowBuilder(modes[0], image_size, sft))
+    return dataset.with_transform(RowBuilder(modes[0], image_size, sft, layout))
