@@ -4,6 +4,18 @@ The app, the trainer's dataset rows, the rewards and the evaluator all use these
 app asks exactly what training taught. Facts come from the official repository
 (Yuxiang-Lai117/Med-R1 @ 88d76c7); see docs in DESIGN.md.
 
+Three prompt sets (`PROMPT_SETS`), each verbatim from one part of that repository:
+
+- "training" (`PROMPT_TEMPLATES`): what GRPO trained on; the app and the trainer always ask these.
+- "medr1-eval": what Med-R1's evaluation scripts asked (`src/eval_vqa/test_qwen2vl_vqa.py`,
+  `test_qwen2vl_vqa_nothink.py`); `python -m trainer eval --prompts medr1-eval` asks these to
+  compare with published numbers.
+- "zero-shot": the one prompt of `test_qwen2vl_vqa_zero_shot.py` (the base model's baseline); it
+  asks for the letter alone, so it has only a no-thinking variant, read by `parse_bare_answer`.
+
+Med-R1's SFT baseline asked differently again: a system prompt, then the question text before the
+image (`sft_messages`).
+
 Two readings of a completion live here on purpose:
 
 - `medr1_answer_text` keeps Med-R1's reward semantics exactly (the text inside the first
@@ -49,6 +61,36 @@ PROMPT_TEMPLATES = {
         "<answer>...</answer> tags. 2. No extra information or text outside of this tag."
     ),
 }
+
+# Verbatim from Med-R1's evaluation scripts (src/eval_vqa/test_qwen2vl_vqa.py:43,
+# test_qwen2vl_vqa_nothink.py:44; the Qwen2.5-VL scripts use the same strings).
+MEDR1_EVAL_TEMPLATES = {
+    THINKING: (
+        "{Question} Think through the question step by step in <think>...</think> tags. "
+        "Then provide the correct single-letter choice (A, B, C, D,...) inside <answer>...</answer> tags."
+    ),
+    NO_THINKING: (
+        "{Question} Provide the correct single-letter choice (A, B, C, D,...) inside "
+        "<answer>...</answer> tags."
+    ),
+}
+# Verbatim from src/eval_vqa/test_qwen2vl_vqa_zero_shot.py:43: no tags asked for, letter only.
+ZERO_SHOT_TEMPLATES = {
+    NO_THINKING: "{Question} Provide the correct single-letter choice (A, B, C, D,...).",
+}
+TRAINING_PROMPTS, MEDR1_EVAL_PROMPTS, ZERO_SHOT_PROMPTS = "training", "medr1-eval", "zero-shot"
+PROMPT_SETS = {
+    TRAINING_PROMPTS: PROMPT_TEMPLATES,
+    MEDR1_EVAL_PROMPTS: MEDR1_EVAL_TEMPLATES,
+    ZERO_SHOT_PROMPTS: ZERO_SHOT_TEMPLATES,
+}
+
+# Med-R1's SFT baseline (src/r1-v/src/open_r1/sft.py:119-121): this system prompt, then one user
+# turn holding the bare `{Question}` text before the image; no task text in the user turn.
+MEDR1_SFT_SYSTEM_PROMPT = (
+    "Your task: Provide the correct single-letter choice (A, B, C, D,...) inside "
+    "<answer>...</answer> tags."
+)
 
 # Med-R1's format rewards: the whole completion must match (DOTALL).
 FORMAT_PATTERNS = {
@@ -135,11 +177,23 @@ def split_question(text: str) -> tuple[str, list[str]]:
     return question, check_options(options)
 
 
-def build_prompt(question_text: str, mode: str) -> str:
-    """The text of the user turn for one mode, `question_text` being a `format_question` string."""
-    if mode not in PROMPT_TEMPLATES:
+def prompt_modes(prompts: str = TRAINING_PROMPTS) -> tuple[str, ...]:
+    """The modes a prompt set can ask in (zero-shot: no-thinking only)."""
+    if prompts not in PROMPT_SETS:
+        raise ValueError(f"prompts must be one of {tuple(PROMPT_SETS)}, not {prompts!r}")
+    return tuple(mode for mode in MODES if mode in PROMPT_SETS[prompts])
+
+
+def build_prompt(question_text: str, mode: str, prompts: str = TRAINING_PROMPTS) -> str:
+    """The text of the user turn for one mode, `question_text` being a `format_question` string.
+
+    `prompts` picks the prompt set (default: the training templates, what the policy learned).
+    """
+    if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-    return PROMPT_TEMPLATES[mode].format(Question=question_text)
+    if mode not in prompt_modes(prompts):
+        raise ValueError(f"the {prompts} prompts have no {mode} template")
+    return PROMPT_SETS[prompts][mode].format(Question=question_text)
 
 
 def user_turn(prompt: str) -> list[dict]:
@@ -150,6 +204,14 @@ def user_turn(prompt: str) -> list[dict]:
 def build_messages(question_text: str, mode: str) -> list[dict]:
     """The chat messages for one question in one mode."""
     return user_turn(build_prompt(question_text, mode))
+
+
+def sft_messages(question_text: str) -> list[dict]:
+    """Med-R1's SFT prompt: its system prompt, then the bare question text before the image."""
+    return [
+        {"role": "system", "content": [{"type": "text", "text": MEDR1_SFT_SYSTEM_PROMPT}]},
+        {"role": "user", "content": [{"type": "text", "text": question_text}, {"type": "image"}]},
+    ]
 
 
 def solution_letter(solution: str) -> str:
@@ -193,18 +255,37 @@ def parse_output(text: str, mode: str, n_options: int) -> ParsedAnswer:
     if answer is None:
         problem = "The model gave no <answer> tag." if text.strip() else "The model gave no output."
         return ParsedAnswer(None, rationale or None, format_ok, problem)
-    match = _LETTER_IN_ANSWER.match(answer.group(1))
+    letter, problem = _option_letter(answer.group(1), n_options, "The answer tag holds")
+    return ParsedAnswer(letter, rationale or None, format_ok, problem)
+
+
+def parse_bare_answer(text: str, n_options: int) -> ParsedAnswer:
+    """Read a reply to a prompt that asked for the letter alone (the zero-shot prompt).
+
+    The letter inside `<answer>` when the reply has the tag, else the letter the reply starts with
+    (`C`, `C) CT`, `(C)`, `Answer: C`); the format is kept when the reply is one letter alone.
+    """
+    stripped = text.strip()
+    if not stripped:
+        return ParsedAnswer(None, None, False, "The model gave no output.")
+    format_ok = len(stripped) == 1 and stripped in LETTERS[:n_options]
+    answer = _FIRST_ANSWER.search(text)
+    reply = answer.group(1) if answer else text
+    letter, problem = _option_letter(reply, n_options, "The reply is")
+    return ParsedAnswer(letter, None, format_ok, problem)
+
+
+def _option_letter(reply: str, n_options: int, holder: str) -> tuple[str | None, str | None]:
+    """(the option letter `reply` gives, None) or (None, why not in plain words)."""
+    match = _LETTER_IN_ANSWER.match(reply)
     if match is None:
-        shown = answer.group(1).strip()[:40] or "nothing"
-        return ParsedAnswer(
-            None, rationale or None, format_ok, f"The answer tag holds {shown!r}, not a letter."
-        )
+        shown = reply.strip()[:40] or "nothing"
+        return None, f"{holder} {shown!r}, not a letter."
     letter = match.group(1).upper()
     if LETTERS.index(letter) >= n_options:
         valid = f"A-{LETTERS[n_options - 1]}"
-        problem = f"The model answered {letter}, which is not one of the options ({valid})."
-        return ParsedAnswer(None, rationale or None, format_ok, problem)
-    return ParsedAnswer(letter, rationale or None, format_ok)
+        return None, f"The model answered {letter}, which is not one of the options ({valid})."
+    return letter, None
 
 
 # ---------------------------------------------------------------------- rationale conclusion

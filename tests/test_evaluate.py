@@ -18,7 +18,15 @@ import torch
 from PIL import Image
 
 from medr1_demo.policy.engine import PolicyEngine
-from medr1_demo.protocol import NO_THINKING, THINKING, solution_letter
+from medr1_demo.protocol import (
+    MEDR1_EVAL_PROMPTS,
+    MODES,
+    NO_THINKING,
+    THINKING,
+    ZERO_SHOT_PROMPTS,
+    build_prompt,
+    solution_letter,
+)
 from trainer.eval import evaluate, matrix, scores
 from trainer.eval.run_folder import RESULTS, RunMismatch, read_results
 from trainer.phantoms.synth import write_dataset
@@ -171,6 +179,49 @@ def test_official_scoring_reproduces_the_raw_comparison():
     assert official[NO_THINKING]["file"]["a.json"]["correct"] == 1
 
 
+# (completion, mode, answer C correct under: qwen2-vl scripts, qwen2.5-vl scripts)
+OFFICIAL_CASES = [
+    # as trained, no-thinking: the Qwen2-VL script compares the raw text, so it is wrong there
+    ("<answer>C</answer>", NO_THINKING, False, True),
+    # a bare letter: both scripts compare the raw text
+    ("C", NO_THINKING, True, True),
+    # "answer" appears but no tag: Qwen2.5-VL's regex finds nothing, so wrong
+    ("The answer is C", NO_THINKING, False, False),
+    # spaces inside the tag are allowed by the regex
+    ("<answer> C </answer>", NO_THINKING, False, True),
+    # a lower-case letter is not the letter
+    ("<answer>c</answer>", NO_THINKING, False, False),
+    # a trailing newline breaks the raw comparison
+    ("C\n", NO_THINKING, False, False),
+    # thinking: both scripts take the tag's letter
+    ("<think>round</think><answer>C</answer>", THINKING, True, True),
+    # thinking without a tag: nothing extracted in either
+    ("C", THINKING, False, False),
+]
+
+
+@pytest.mark.parametrize(("text", "mode", "qwen2", "qwen25"), OFFICIAL_CASES)
+def test_both_released_scoring_rules(text, mode, qwen2, qwen25):
+    assert scores.official_correct(text, mode, "C", scores.OFFICIAL_QWEN2_VL) is qwen2
+    assert scores.official_correct(text, mode, "C", scores.OFFICIAL_QWEN2_5_VL) is qwen25
+    line_ = scores.score(text, mode, "C", 4)
+    assert (line_["correct_official"], line_["correct_official_qwen2.5-vl"]) == (qwen2, qwen25)
+    # a line written before the Qwen2.5-VL rule existed is scored from its raw text
+    old = {"raw": text, "mode": mode, "answer": "C", "correct_official": qwen2}
+    assert scores.is_correct(old, scores.OFFICIAL_QWEN2_5_VL) is qwen25
+
+
+def test_zero_shot_replies_are_read_as_a_bare_letter():
+    read = [scores.score(t, NO_THINKING, "C", 4, ZERO_SHOT_PROMPTS) for t in ("C", "C) CT", "")]
+    assert [(r["prediction"], r["format_kept"]) for r in read] == [
+        ("C", True), ("C", False), (None, False),
+    ]  # fmt: skip
+    assert scores.score("<answer>C</answer>", NO_THINKING, "C", 4, ZERO_SHOT_PROMPTS)["correct"]
+    assert scores.scoring_for(True) == scores.scoring_for("qwen2-vl") == scores.OFFICIAL
+    with pytest.raises(ValueError, match="qwen2-vl, qwen2.5-vl"):
+        scores.scoring_for("qwen3")
+
+
 # ------------------------------------------------------------------------------- end to end
 
 
@@ -265,6 +316,57 @@ def test_resume_asks_only_for_what_is_left(tiny_engine, phantoms, tmp_path):
     assert len(results_again) == total
     with pytest.raises(RunMismatch, match="max_new_tokens"):
         evaluate.evaluate(items, folder, no_model, settings, {**run, "max_new_tokens": 9})
+
+
+def test_prompt_sets_are_asked_verbatim_and_never_mixed_in_one_folder(
+    tiny_engine, phantoms, tmp_path
+):
+    items, _ = evaluate.collect_items([str(split_file(phantoms, "CT"))], str(phantoms), limit=2)
+    settings = evaluate.Settings(
+        batch_size=4, max_new_tokens=2, progress=False, prompts=MEDR1_EVAL_PROMPTS
+    )
+    run = {"model": "tiny", "max_new_tokens": 2, "image_size": 384, "prompts": MEDR1_EVAL_PROMPTS}
+    engine = CountingEngine(tiny_engine)
+    evaluate.evaluate(items, tmp_path / "run", lambda: engine, settings, run)
+    asked = {build_prompt(i.record.question, m, MEDR1_EVAL_PROMPTS) for i in items for m in MODES}
+    assert set(engine.prompts) == asked
+    assert all(" Your task:" not in p for p in engine.prompts)  # not the training templates
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["prompts"] == MEDR1_EVAL_PROMPTS
+    with pytest.raises(RunMismatch, match="prompts: 'medr1-eval' then, 'training' now"):
+        evaluate.evaluate(
+            items, tmp_path / "run", CountingEngine, settings, {**run, "prompts": "training"}
+        )
+    # a folder from before prompt sets were recorded holds training-prompt results
+    legacy = {k: v for k, v in run.items() if k != "prompts"}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "run.json").write_text(json.dumps(legacy))
+    (tmp_path / "old" / RESULTS).write_text("")
+    with pytest.raises(RunMismatch, match="'training' then, 'medr1-eval' now"):
+        evaluate.evaluate(items, tmp_path / "old", CountingEngine, settings, run)
+
+
+def test_zero_shot_and_both_official_scorings_end_to_end(answer_a, phantoms, tmp_path, capsys):
+    data = split_file(phantoms, "MRI")
+    out = tmp_path / "zero-shot"
+    argv = ["--model", str(answer_a), "--data", str(data), "--image_root", str(phantoms)]
+    argv += ["--out", str(out), "--max_new_tokens", "12", "--quiet", "--prompts", "zero-shot"]
+    assert evaluate.main([*argv, "--modes", "thinking"]) == 2
+    assert "The zero-shot prompts have no thinking variant" in capsys.readouterr().err
+    assert evaluate.main(argv) == 0  # no-thinking only: the zero-shot prompt has no other
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["modes"] == [NO_THINKING] and summary["prompts"] == ZERO_SHOT_PROMPTS
+    expected = share_of_a(data)  # the policy always writes <answer>A</answer>
+    overall = summary["results"][NO_THINKING]["overall"]
+    assert 100 * overall["accuracy"] == pytest.approx(expected)
+    assert overall["format_kept"] == 0.0  # the zero-shot prompt asked for the letter alone
+    assert evaluate.main([*argv, "--official_scoring", "qwen2.5-vl"]) == 0
+    qwen25 = json.loads((out / "summary_official_qwen2.5-vl.json").read_text())
+    assert qwen25["scoring"] == scores.OFFICIAL_QWEN2_5_VL
+    assert 100 * qwen25["results"][NO_THINKING]["overall"]["accuracy"] == pytest.approx(expected)
+    assert evaluate.main([*argv, "--official_scoring"]) == 0  # alone: qwen2-vl, as before
+    qwen2 = json.loads((out / "summary_official.json").read_text())
+    assert qwen2["results"][NO_THINKING]["overall"]["accuracy"] == 0.0  # raw text != letter
+    assert "Prompts: zero-shot" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------------- matrix

@@ -291,12 +291,12 @@ def test_sixteen_bit_png_keeps_its_range_until_windowed(tmp_path):
     assert refusal(tmp_path / "p16", window="lung").reason == "window"
 
 
-def test_rgba_is_composited_on_black(tmp_path):
-    rgba = np.array([[[255, 0, 0, 255], [255, 255, 255, 0]], [[0, 255, 0, 128], [0, 0, 255, 255]]],
+def test_rgba_is_composited_on_white_as_med_r1_loaded_it(tmp_path):
+    rgba = np.array([[[255, 0, 0, 255], [0, 0, 0, 0]], [[0, 255, 0, 128], [0, 0, 255, 255]]],
                     np.uint8)  # fmt: skip
     out = np.asarray(load_scan(save(Image.fromarray(rgba, "RGBA"), tmp_path / "a", "PNG")).image)
-    assert out[0, 0].tolist() == [255, 0, 0] and out[0, 1].tolist() == [0, 0, 0]
-    assert out[1, 1].tolist() == [0, 0, 255] and 120 <= out[1, 0, 1] <= 136
+    assert out[0, 0].tolist() == [255, 0, 0] and out[0, 1].tolist() == [255, 255, 255]
+    assert out[1, 1].tolist() == [0, 0, 255] and 120 <= out[1, 0, 0] <= 136
 
 
 def test_exif_orientation_is_applied(tmp_path):

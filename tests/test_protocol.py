@@ -216,3 +216,93 @@ def test_real_records_round_trip(medr1_sample):
         assert format_question(question, options) == record["problem"]
         assert 2 <= len(options) <= 4
         assert solution_letter(record["solution"]) in LETTERS[: len(options)]
+
+
+# ------------------------------------------------------------------------------- prompt sets
+
+# Copied by hand from Yuxiang-Lai117/Med-R1 @ 88d76c7, so a change to the templates shows here.
+MEDR1_EVAL_STRINGS = {
+    # src/eval_vqa/test_qwen2vl_vqa.py:43
+    THINKING: "{Question} Think through the question step by step in <think>...</think> tags. "
+    "Then provide the correct single-letter choice (A, B, C, D,...) inside <answer>...</answer> tags.",
+    # src/eval_vqa/test_qwen2vl_vqa_nothink.py:44
+    NO_THINKING: "{Question} Provide the correct single-letter choice (A, B, C, D,...) inside "
+    "<answer>...</answer> tags.",
+}
+# src/eval_vqa/test_qwen2vl_vqa_zero_shot.py:43
+ZERO_SHOT_STRING = "{Question} Provide the correct single-letter choice (A, B, C, D,...)."
+
+
+def test_prompt_sets_hold_medr1s_evaluation_strings_verbatim():
+    from medr1_demo.protocol import MEDR1_EVAL_PROMPTS, ZERO_SHOT_PROMPTS, prompt_modes
+
+    question = format_question("Which modality?", ["CT", "MRI"])
+    for mode, template in MEDR1_EVAL_STRINGS.items():
+        expected = template.format(Question=question)
+        assert build_prompt(question, mode, MEDR1_EVAL_PROMPTS) == expected
+    assert build_prompt(question, NO_THINKING, ZERO_SHOT_PROMPTS) == ZERO_SHOT_STRING.format(
+        Question=question
+    )
+    assert prompt_modes(ZERO_SHOT_PROMPTS) == (NO_THINKING,)
+    assert prompt_modes() == prompt_modes(MEDR1_EVAL_PROMPTS) == MODES
+    with pytest.raises(ValueError, match="no thinking template"):
+        build_prompt(question, THINKING, ZERO_SHOT_PROMPTS)
+    with pytest.raises(ValueError, match="prompts must be one of"):
+        build_prompt(question, THINKING, "clinical")
+    assert build_prompt(question, THINKING) == build_prompt(question, THINKING, "training")
+
+
+# (reply to the zero-shot prompt, n_options, letter, format kept, problem fragment or None)
+BARE_CASES = [
+    # the letter alone, as asked
+    ("B", 4, "B", True, None),
+    # surrounding whitespace is forgiven
+    (" B\n", 4, "B", True, None),
+    # the letter and its option text
+    ("B) MRI", 4, "B", False, None),
+    # "Answer: B"
+    ("Answer: B", 4, "B", False, None),
+    # a tagged reply is read from its tag
+    ("<answer>B</answer>", 4, "B", False, None),
+    # a sentence is not a letter
+    ("The image shows an MRI.", 4, None, False, "not a letter"),
+    # a letter beyond the options
+    ("E", 4, None, False, "not one of the options"),
+    # nothing at all
+    ("", 4, None, False, "no output"),
+]
+
+
+@pytest.mark.parametrize(("reply", "n_options", "letter", "format_ok", "problem"), BARE_CASES)
+def test_parse_bare_answer(reply, n_options, letter, format_ok, problem):
+    from medr1_demo.protocol import parse_bare_answer
+
+    parsed = parse_bare_answer(reply, n_options)
+    assert (parsed.letter, parsed.format_ok) == (letter, format_ok)
+    assert (parsed.problem is None) if problem is None else (problem in parsed.problem)
+
+
+def test_medr1_sft_messages_put_the_system_prompt_and_the_text_first():
+    from medr1_demo.protocol import MEDR1_SFT_SYSTEM_PROMPT, sft_messages
+
+    # src/r1-v/src/open_r1/sft.py:119-121
+    assert MEDR1_SFT_SYSTEM_PROMPT == (
+        "Your task: Provide the correct single-letter choice (A, B, C, D,...) inside "
+        "<answer>...</answer> tags."
+    )
+    question = format_question("Which modality?", ["CT", "MRI"])
+    system, user = sft_messages(question)
+    assert system == {
+        "role": "system",
+        "content": [{"type": "text", "text": MEDR1_SFT_SYSTEM_PROMPT}],
+    }
+    assert user["content"] == [{"type": "text", "text": question}, {"type": "image"}]
+
+
+def test_the_app_says_it_asks_with_the_training_prompts():
+    from medr1_demo.results import ModelInfo
+    from medr1_demo.web.render import model_panel
+
+    fields = {f: "x" for f in ModelInfo.__dataclass_fields__}
+    html = model_panel(ModelInfo(**{**fields, "parameters": 1000}))
+    assert "Med-R1&#x27;s training prompts (what the policy learned)" in html

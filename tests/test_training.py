@@ -291,3 +291,114 @@ def test_a_missing_model_is_a_clear_error(phantoms, tmp_path, capsys):
     _, parsed, recipe = tiny_run("sft", tmp_path / "no-model", phantoms, tmp_path / "out")
     assert grpo.run(sft.train, parsed, recipe, sft=True) == 2
     assert "No model at" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- precision and Med-R1's SFT
+
+
+@pytest.fixture(scope="module")
+def bf16_checkpoint(tiny_checkpoint, tmp_path_factory):
+    """The tiny checkpoint stored in bfloat16, as Qwen2-VL-2B-Instruct is on the hub."""
+    import shutil
+
+    import torch
+    from transformers import Qwen2VLForConditionalGeneration
+
+    out = tmp_path_factory.mktemp("bf16") / "policy"
+    shutil.copytree(tiny_checkpoint, out)
+    model = Qwen2VLForConditionalGeneration.from_pretrained(out, dtype=torch.bfloat16)
+    model.save_pretrained(out)
+    return out
+
+
+def share_moved(before: dict, after: dict) -> float:
+    """Share of the language model's projection weights a step changed (each gets a gradient)."""
+    names = [k for k in before if k.startswith("model.layers.") and k.endswith("proj.weight")]
+    assert names
+    moved = sum(int((before[k].float() != after[k].float()).sum()) for k in names)
+    return moved / sum(before[k].numel() for k in names)
+
+
+def test_a_1e6_adam_step_moves_fp32_master_weights(bf16_checkpoint, phantoms, tmp_path, capsys):
+    """Med-R1's learning rate moves float32 master weights; in bf16 weights it rounds away."""
+    flags = ("--max_steps", "1", "--learning_rate", "1e-6", "--lr_scheduler_type", "constant")
+    flags += ("--bf16", "true", "--save_strategy", "no", "--plots", "false")
+    before = weights(bf16_checkpoint)
+    # `auto` would load the checkpoint's bf16: full fine-tuning loads float32 masters instead
+    train("sft", bf16_checkpoint, phantoms, tmp_path / "fp32", *flags, "--dtype", "auto")
+    printed = capsys.readouterr()
+    assert "precision float32 master weights, bf16 compute (autocast)" in printed.out
+    assert "global batch 4 examples per optimizer step (4 per device x 1" in printed.out
+    fp32 = weights(tmp_path / "fp32")
+    assert next(iter(fp32.values())).dtype.is_floating_point
+    assert share_moved(before, fp32) > 0.95, share_moved(before, fp32)
+
+    train("sft", bf16_checkpoint, phantoms, tmp_path / "bf16", *flags, "--dtype", "bfloat16")
+    assert "warning: full fine-tuning with bfloat16 master weights" in capsys.readouterr().err
+    assert share_moved(before, weights(tmp_path / "bf16")) < 0.1
+    metadata = json.loads((tmp_path / "fp32" / "medr1_policy.json").read_text())
+    assert metadata["precision"].startswith("float32 master weights")
+    assert metadata["global_batch"]["completions"] == 4
+
+
+def test_medr1_sft_layout_asks_as_medr1_and_trains_on_the_whole_sequence(
+    tiny_checkpoint, phantoms, tmp_path
+):
+    from trainer.train.data import build_dataset
+    from trainer.train.sources import read_records
+
+    records = read_records([str(phantoms)], None)[0][:2]
+    plain, thinking = (
+        build_dataset(records, mode, 56, sft=True, layout="medr1")[0]
+        for mode in (protocol.NO_THINKING, protocol.THINKING)
+    )
+    system, user = plain["prompt"]
+    assert system["content"][0]["text"] == protocol.MEDR1_SFT_SYSTEM_PROMPT
+    assert [part["type"] for part in user["content"]] == ["text", "image"]  # text first
+    assert user["content"][0]["text"] == records[0].question  # the bare question, no task text
+    assert plain["completion"][0]["content"] == records[0].solution  # "<answer> X </answer>"
+    assert (
+        thinking["completion"][0]["content"] == f"{records[0].rationale}\n\n{records[0].solution}"
+    )
+
+    trainer = train(
+        "sft", tiny_checkpoint, phantoms, tmp_path / "medr1", "--max_steps", "1",
+        "--sft_layout", "medr1", "--completion_only_loss", "false", "--save_strategy", "no",
+    )  # fmt: skip
+    batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+    image_id = trainer.processing_class.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    labels, ids = batch["labels"], batch["input_ids"]
+    assert (ids == image_id).any() and not (labels[ids == image_id] != -100).any()
+    kept = labels[(labels != -100)]
+    tokenizer = trainer.processing_class.tokenizer
+    text = tokenizer.decode(kept[: len(kept) // 2])
+    assert "Your task: Provide" in text  # the system prompt is in the loss
+    assert (
+        json.loads((tmp_path / "medr1" / "medr1_policy.json").read_text())["settings"]["script"][
+            "sft_layout"
+        ]
+        == "medr1"
+    )
+
+
+def test_rgba_pictures_go_onto_white_as_the_official_loader_does(tmp_path):
+    from PIL import Image
+
+    from medr1_demo.scan.reader import load_scan
+    from trainer.train.data import open_image
+
+    picture = Image.new("RGBA", (32, 32), (0, 0, 0, 0))  # transparent margin
+    picture.paste((200, 30, 30, 255), (8, 8, 24, 24))  # an opaque red square
+    picture.putpixel((0, 31), (0, 0, 255, 128))  # half-transparent blue
+    path = tmp_path / "rgba.png"
+    picture.save(path)
+    image = open_image(str(path), 0)
+    assert image.mode == "RGB"
+    assert image.getpixel((0, 0)) == (255, 255, 255)  # qwen_vl_utils: RGBA pasted onto white
+    assert image.getpixel((16, 16)) == (200, 30, 30)
+    assert image.getpixel((0, 31)) == (127, 127, 255)  # blended with white, not black
+    # The app's reader gives the same picture, so the app asks what training saw.
+    assert load_scan(path).image.tobytes() == image.tobytes()
+    grey = tmp_path / "la.png"
+    Image.new("LA", (8, 8), (90, 0)).save(grey)
+    assert open_image(str(grey), 0).getpixel((0, 0)) == (90, 90, 90)  # convert("RGB") drops alpha

@@ -3,7 +3,8 @@
 `open_picture` reads the header only and checks the size before any pixel is decoded; a frame is
 decoded the first time it is asked for and kept, so a window change or a second Answer costs only
 the windowing. 16-bit and float grey pictures keep their full range until a window is applied,
-like DICOM; 8-bit and colour pictures become RGB as they are, transparent margins on black.
+like DICOM; 8-bit and colour pictures become RGB as they are, RGBA onto white as Med-R1's own
+loader (qwen_vl_utils) does.
 
     from medr1_demo.scan.reader import open_scan
     opened = open_scan("upload.png")          # a PictureFile for plain pictures
@@ -27,7 +28,6 @@ from medr1_demo.scan.windowing import AUTO, FULL_RANGE, computed_window, to_uint
 
 PIL_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "TIFF": "TIFF", "BMP": "BMP", "WebP": "WEBP"}
 HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
-ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
 class PictureFile(OpenedScan):
@@ -105,11 +105,11 @@ class PictureFile(OpenedScan):
         if windowable:  # 16-bit / float grey: keep the full range until the window is applied
             gray, label = computed_window(picture, choice)
             rgb = Image.fromarray(to_uint8(gray), "L").convert("RGB")
-        elif mode in ALPHA_MODES or (mode == "P" and picture.info.get("transparency") is not None):
-            # Transparent margins go black: scans are shown on black, so padding matches the scan.
-            rgba = picture.convert("RGBA")
-            rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-            rgb = rgb.convert("RGB")
+        elif mode in ("RGBA", "RGBa"):
+            # As Med-R1's own loader (qwen_vl_utils) does, so the policy sees what it trained on:
+            # RGBA pasted onto white; other transparent modes just lose their alpha below.
+            rgb = Image.new("RGB", picture.size, (255, 255, 255))
+            rgb.paste(picture.convert("RGB"), mask=picture.getchannel("A"))
         else:
             rgb = picture.convert("RGB")  # L, 1, P, CMYK, YCbCr...
         metadata = {"Format": self.kind, "Width": str(size[0]), "Height": str(size[1])}

@@ -299,9 +299,7 @@ class Handlers:
         found = self._respond(scan, question, options, modes, frame, window, checks, stream=False)
         return list(found)[-1]
 
-    def stream_api(
-        self, scan, question, options, modes=None, frame=None, window=None, checks=None
-    ):
+    def stream_api(self, scan, question, options, modes=None, frame=None, window=None, checks=None):
         """`/answer_stream`: JSON results growing with the answers; the last has done=True."""
         yield from self._respond(scan, question, options, modes, frame, window, checks, True)
 

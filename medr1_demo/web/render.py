@@ -181,7 +181,8 @@ def model_panel(info: ModelInfo, notice: str | None = None, serving: str | None 
             f"{info.parameters / 1e6:,.1f} M" if info.parameters >= 1e5 else f"{info.parameters:,}",
         ),
         ("Processor", info.processor),
-        ("Prompts", "Med-R1's training templates (what the policy learned)"),
+        # The app asks with what GRPO trained on; `trainer eval --prompts medr1-eval` does not.
+        ("Prompts", "Med-R1's training prompts (what the policy learned), not its eval prompts"),
         ("Serving", serving or "one request at a time"),
     ]
     table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)

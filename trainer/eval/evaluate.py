@@ -5,7 +5,11 @@
     python -m trainer eval --model outputs/grpo-demo --data data/phantoms/test.json --limit 50
 
 Every (item, mode) row is asked through the shared engine and protocol (greedy, 256 new tokens by
-default) and scored with `trainer.eval.scores`. Both modes run in one pass over the data, with
+default) and scored with `trainer.eval.scores`. `--prompts` picks what is asked: `training` (the
+default: the templates the policy was trained on, as the app asks), `medr1-eval` (Med-R1's
+evaluation scripts' strings, to compare with published numbers) or `zero-shot` (its zero-shot
+script's, no-thinking only). `--official_scoring qwen2-vl|qwen2.5-vl` scores as those released
+scripts did (alone: qwen2-vl, its meaning before there were two). Both modes run in one pass over the data, with
 continuous batching (`medr1_demo.policy.batching`): a finished answer leaves the batch and the next
 row takes its place, so one long rationale does not hold 63 finished rows. Rows are asked by
 mode, longest prompt first (little padding when rows join, and an out-of-memory error shows at
@@ -15,9 +19,11 @@ fixed batches instead, each until its longest row ends, as Med-R1's scripts do.
 Output folder:
     results.jsonl   one line per (item, mode), written and flushed as rows finish; a rerun of
                     the same command skips the rows already there (a torn last line is dropped)
-    run.json        the model and settings the results were made with (a rerun must match)
+    run.json        the model, prompt set and settings the results were made with (a rerun must
+                    match)
     summary.json / summary.csv   accuracy per test file, modality, question type, overall (also
-                    printed as a table); `--official_scoring` writes summary_official.* instead
+                    printed as a table); `--official_scoring` writes summary_official.* (qwen2-vl)
+                    or summary_official_qwen2.5-vl.* instead
 Bad records (unreadable, missing image, ...) are reported as `file:index: reason` and skipped.
 """
 
@@ -28,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from medr1_demo.protocol import MODES, build_prompt
+from medr1_demo.protocol import MODES, PROMPT_SETS, TRAINING_PROMPTS, build_prompt, prompt_modes
 from trainer.eval import run_folder as runs
 from trainer.eval import scores
 from trainer.train.sources import Problem, Record, find_data_files, read_records
@@ -57,6 +63,7 @@ class Settings:
     image_size: int | None = None
     progress: bool = True
     continuous_batching: bool = True
+    prompts: str = TRAINING_PROMPTS  # the protocol prompt set rows are asked with
 
 
 @dataclass(frozen=True)
@@ -128,10 +135,12 @@ def _file_of(source: str, files: list[str]) -> str:
 # ---------------------------------------------------------------------------------------- rows
 
 
-def plan_rows(items: list[Item], modes, done: set[tuple[str, str]]) -> list[Row]:
-    """The rows still to run, in the items' order."""
+def plan_rows(
+    items: list[Item], modes, done: set[tuple[str, str]], prompts: str = TRAINING_PROMPTS
+) -> list[Row]:
+    """The rows still to run, in the items' order, asked with the `prompts` set."""
     return [
-        Row(item, mode, build_prompt(item.record.question, mode))
+        Row(item, mode, build_prompt(item.record.question, mode, prompts))
         for item in items
         for mode in modes
         if (item.id, mode) not in done
@@ -192,7 +201,7 @@ def missing_images(rows: list[Row]) -> tuple[list[Row], list[Problem]]:
     return [row for row in rows if exists[row.item.record.image]], list(problems.values())
 
 
-def result_line(row: Row, text: str, tokens: int) -> dict:
+def result_line(row: Row, text: str, tokens: int, prompts: str = TRAINING_PROMPTS) -> dict:
     """One line of results.jsonl: the item, its labels, the scoring and the raw completion."""
     record = row.item.record
     return {
@@ -204,7 +213,7 @@ def result_line(row: Row, text: str, tokens: int) -> dict:
         "n_options": record.n_options,
         "modality": record.modality,
         "question_type": record.question_type,
-        **scores.score(text, row.mode, record.letter, record.n_options),
+        **scores.score(text, row.mode, record.letter, record.n_options, prompts),
         "tokens": tokens,
         "raw": text,
     }
@@ -251,7 +260,8 @@ def run_rows(engine, rows: list[Row], settings: Settings, writer) -> list[Proble
             continuous_batching=settings.continuous_batching,
         )
         for finished in answers:
-            writer.write([result_line(asked[i], text, n) for i, text, n in finished])
+            lines = [result_line(asked[i], text, n, settings.prompts) for i, text, n in finished]
+            writer.write(lines)
             bar.update(len(finished))
     return list(problems.values())
 
@@ -270,7 +280,8 @@ def evaluate(
     Raises `results.RunMismatch` when the folder holds results of another model or settings.
     """
     runs.start_run(folder, run or {}, overwrite)
-    rows, problems = missing_images(plan_rows(items, settings.modes, runs.read_done(folder)))
+    done = runs.read_done(folder)
+    rows, problems = missing_images(plan_rows(items, settings.modes, done, settings.prompts))
     if rows:
         engine = load_engine()
         if getattr(engine, "info", None) is not None:
@@ -329,6 +340,7 @@ def report(
 ) -> dict:
     """Summarise, write summary.json/.csv, print the table and the skipped records."""
     summary = scores.summarise(results, settings.modes, scoring, ids={i.id for i in items})
+    summary["prompts"] = settings.prompts
     skipped = {"count": len(problems), "records": [str(p) for p in problems]}
     scores.write_summary(summary, folder, {"skipped": skipped, **(extra or {})})
     if not quiet:
@@ -364,7 +376,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["train", "test", "all"],
         help="side of the split for OmniMedVQA QA files (pre-split files: all items)",
     )
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=list(MODES),
+        help="modes to ask in (default: every mode the prompt set has)",
+    )
+    parser.add_argument(
+        "--prompts",
+        default=TRAINING_PROMPTS,
+        choices=list(PROMPT_SETS),
+        help="what to ask: the templates the policy was trained on (as the app asks), Med-R1's "
+        "evaluation scripts' strings, or its zero-shot script's (no-thinking only)",
+    )
     parser.add_argument("--limit", type=int, help="at most this many items from each data file")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--max_new_tokens", type=int, default=256)
@@ -380,9 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument(
         "--official_scoring",
-        action="store_true",
-        help="score as Med-R1's released scripts did (no-thinking: raw output must "
-        "equal the letter); for reproducing published numbers only",
+        nargs="?",
+        const="qwen2-vl",
+        choices=list(scores.OFFICIAL_RULES),
+        help="score as Med-R1's released scripts for that model did (qwen2-vl no-thinking: raw "
+        "output must equal the letter; qwen2.5-vl: the tag's letter when the output says "
+        "'answer'); the flag alone means qwen2-vl; for reproducing published numbers only",
     )
     parser.add_argument(
         "--plain_batches",
@@ -392,6 +419,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def chosen_modes(modes: list[str] | None, prompts: str) -> tuple[str, ...]:
+    """The modes to run: those asked for, each of which the prompt set must have."""
+    available = prompt_modes(prompts)
+    if not modes:
+        return available
+    missing = [m for m in dict.fromkeys(modes) if m not in available]
+    if missing:
+        raise EvalError(
+            f"The {prompts} prompts have no {' or '.join(missing)} variant; "
+            f"use --modes {' '.join(available)}."
+        )
+    return tuple(dict.fromkeys(modes))
 
 
 def check_numbers(args) -> None:
@@ -411,6 +452,8 @@ def main(argv: list[str]) -> int:
 
     try:
         check_numbers(args)
+        scoring = scores.scoring_for(args.official_scoring)
+        modes = chosen_modes(args.modes, args.prompts)
         if not args.model and not args.adapter:
             raise EvalError(
                 "Name a policy: --model FOLDER|REPO[:SUBFOLDER] and/or --adapter FOLDER."
@@ -427,12 +470,13 @@ def main(argv: list[str]) -> int:
             listed = "".join(f"\n  {p}" for p in problems[:20])
             raise EvalError(f"No usable records in {', '.join(args.data)}.{listed}")
         settings = Settings(
-            tuple(dict.fromkeys(args.modes)),
+            modes,
             args.batch_size,
             args.max_new_tokens,
             args.image_size,
             progress=not args.quiet,
             continuous_batching=not args.plain_batches,
+            prompts=args.prompts,
         )
         folder = Path(args.out) if args.out else default_out(model, subfolder, args.adapter)
         run = {
@@ -441,6 +485,7 @@ def main(argv: list[str]) -> int:
             "adapter": model_key(args.adapter) if args.adapter else None,
             "max_new_tokens": args.max_new_tokens,
             "image_size": args.image_size,
+            "prompts": args.prompts,
             "decoding": "greedy",
             "data": list(args.data),
         }
@@ -454,7 +499,6 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("\neval: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130
-    scoring = scores.OFFICIAL if args.official_scoring else scores.TAGGED
     report(results, items, problems + bad, settings, folder, scoring, {"run": run})
     if not results:
         print("eval: no item could be evaluated (see the skipped records above).", file=sys.stderr)

@@ -12,6 +12,9 @@ data file or folder). Each model is evaluated on every data entry with `trainer.
 modes, one model load per checkpoint), in OUT/runs/<model name>/: a rerun reuses the finished
 rows there, so an interrupted matrix resumes and a finished one is redrawn without a model.
 
+`--prompts medr1-eval` asks with Med-R1's evaluation prompts, as its published heatmaps were
+made; `--official_scoring qwen2-vl|qwen2.5-vl` scores as its scripts did (see `trainer.eval.evaluate`).
+
 Writes, per mode, OUT/matrix_<mode>.csv and .png (rows: trained on, columns: tested on, cells:
 accuracy in %, annotated), and with both modes OUT/matrix_difference.csv and .png (thinking minus
 no-thinking, percentage points, diverging colours centred at 0); OUT/matrix.json holds it all.
@@ -25,7 +28,7 @@ import re
 import sys
 from pathlib import Path
 
-from medr1_demo.protocol import MODES, NO_THINKING, THINKING
+from medr1_demo.protocol import MODES, NO_THINKING, PROMPT_SETS, THINKING, TRAINING_PROMPTS
 from trainer.eval import evaluate, scores
 from trainer.eval.run_folder import RunMismatch
 
@@ -59,7 +62,7 @@ def folder_name(name: str) -> str:
     return re.sub(r"[^\w.+-]+", "_", name).strip("_") or "model"
 
 
-def cell(results: list[dict], column: str, mode: str, key: str) -> tuple[float, int]:
+def cell(results: list[dict], column: str, mode: str, scoring: str) -> tuple[float, int]:
     """Accuracy (%) and item count of one data entry's results in one mode (NaN when none)."""
     rows = [
         r
@@ -68,7 +71,7 @@ def cell(results: list[dict], column: str, mode: str, key: str) -> tuple[float, 
     ]
     if not rows:
         return math.nan, 0
-    return 100 * sum(1 for r in rows if r[key]) / len(rows), len(rows)
+    return 100 * sum(1 for r in rows if scores.is_correct(r, scoring)) / len(rows), len(rows)
 
 
 # ------------------------------------------------------------------------------------- output
@@ -183,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image_size", type=int)
     parser.add_argument("--device")
     parser.add_argument("--dtype")
-    parser.add_argument("--official_scoring", action="store_true", default=None)
+    parser.add_argument("--prompts", choices=list(PROMPT_SETS))
+    parser.add_argument(
+        "--official_scoring", nargs="?", const="qwen2-vl", choices=list(scores.OFFICIAL_RULES)
+    )
     parser.add_argument("--quiet", action="store_true", default=None)
     return parser
 
@@ -191,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 DEFAULTS = {
     "out": "outputs/matrix",
     "split": "test",
-    "modes": list(MODES),
+    "modes": None,  # every mode the prompt set has
+    "prompts": TRAINING_PROMPTS,
     "batch_size": 64,
     "max_new_tokens": 256,
     "image_size": None,  # each policy's own training size (see trainer eval --image_size)
@@ -245,11 +252,19 @@ def main(argv: list[str]) -> int:
             print(f"skipped {problem}", file=sys.stderr)
         if not items:
             raise MatrixError("No usable records in the --data entries.")
-        modes = tuple(dict.fromkeys(args.modes))
+        try:
+            scoring = scores.scoring_for(args.official_scoring)
+        except ValueError as err:
+            raise MatrixError(str(err)) from None
+        modes = evaluate.chosen_modes(args.modes, args.prompts)
         settings = evaluate.Settings(
-            modes, args.batch_size, args.max_new_tokens, args.image_size, not args.quiet
+            modes,
+            args.batch_size,
+            args.max_new_tokens,
+            args.image_size,
+            not args.quiet,
+            prompts=args.prompts,
         )
-        key = "correct_official" if args.official_scoring else "correct"
         out = Path(args.out)
         accuracy = {m: [] for m in modes}
         counts = {m: [] for m in modes}
@@ -261,6 +276,7 @@ def main(argv: list[str]) -> int:
                 "adapter": None,
                 "max_new_tokens": args.max_new_tokens,
                 "image_size": args.image_size,
+                "prompts": args.prompts,
                 "decoding": "greedy",
             }
             if not args.quiet:
@@ -270,10 +286,9 @@ def main(argv: list[str]) -> int:
             )
             folder = out / "runs" / folder_name(name)
             results, bad = evaluate.evaluate(items, folder, load, settings, run)
-            scoring = scores.OFFICIAL if args.official_scoring else scores.TAGGED
             evaluate.report(results, items, problems + bad, settings, folder, scoring, quiet=True)
             for mode in modes:
-                cells = [cell(results, column, mode, key) for column in data]
+                cells = [cell(results, column, mode, scoring) for column in data]
                 accuracy[mode].append([a for a, _ in cells])
                 counts[mode].append([n for _, n in cells])
     except (MatrixError, evaluate.EvalError, RunMismatch, PolicyLoadError, GenerationError) as err:
@@ -282,15 +297,13 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("\nmatrix: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130
-    table = {"accuracy": accuracy, "items": counts, "difference": None}
+    table = {"accuracy": accuracy, "items": counts, "difference": None, "prompts": args.prompts}
     if THINKING in modes and NO_THINKING in modes:
         table["difference"] = [
             [t - n for t, n in zip(trow, nrow, strict=True)]
             for trow, nrow in zip(accuracy[THINKING], accuracy[NO_THINKING], strict=True)
         ]
-    written = draw(
-        out, list(models), list(data), table, "official" if args.official_scoring else "tagged"
-    )
+    written = draw(out, list(models), list(data), table, scoring)
     for mode in modes:
         print(f"\n{mode}: accuracy (%), rows trained on, columns tested on")
         print(_text_matrix(list(models), list(data), accuracy[mode]))

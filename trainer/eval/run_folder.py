@@ -3,8 +3,8 @@
 `python -m trainer eval` appends one line per (item, mode) to `results.jsonl` after every batch
 (flushed and synced), so an interrupted run loses at most the batch in flight; the next run reads
 the file, skips the (id, mode) pairs already there and cuts off a torn last line. `run.json`
-records the model and settings; a later run with other ones is refused, so results from two
-models never mix in one file.
+records the model, prompt set and settings; a later run with other ones is refused, so results
+from two models or two prompt sets never mix in one file.
 
     done = read_done(folder)                 # {(id, mode), ...}
     rows = read_results(folder / RESULTS)     # list of dicts, torn lines left out
@@ -16,7 +16,9 @@ from pathlib import Path
 
 RESULTS, RUN = "results.jsonl", "run.json"
 # A rerun must match these settings of run.json, else its results would be mixed with others.
-MATCHED = ("model", "subfolder", "adapter", "max_new_tokens", "image_size")
+MATCHED = ("model", "subfolder", "adapter", "max_new_tokens", "image_size", "prompts")
+# What a run.json written before a setting existed meant by leaving it out.
+UNRECORDED = {"prompts": "training"}
 
 
 class RunMismatch(Exception):
@@ -71,9 +73,11 @@ def start_run(folder, run: dict, overwrite: bool = False) -> None:
         path.unlink(missing_ok=True)
     before = _read_run(path) if path.exists() else {}
     if before and (folder / RESULTS).exists():
-        changed = [k for k in MATCHED if before.get(k) != run.get(k)]
+        then = {k: before.get(k, UNRECORDED.get(k)) for k in MATCHED}
+        now = {k: run.get(k, UNRECORDED.get(k)) for k in MATCHED}
+        changed = [k for k in MATCHED if then[k] != now[k]]
         if changed:
-            listed = ", ".join(f"{k}: {before.get(k)!r} then, {run.get(k)!r} now" for k in changed)
+            listed = ", ".join(f"{k}: {then[k]!r} then, {now[k]!r} now" for k in changed)
             raise RunMismatch(
                 f"{folder} holds results made with other settings ({listed}). "
                 "Use another output folder, or --overwrite to start again."

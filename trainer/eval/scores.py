@@ -9,14 +9,21 @@ writes as JSON Lines (`results.jsonl`), so a summary can always be rebuilt from 
     summary = scores.summarise(results, modes=("thinking", "no-thinking"))
     print(scores.format_table(summary))
 
-Two scorings:
+Three scorings:
 
 - "tagged" (the default): the answer letter inside `<answer>`, read by `protocol.parse_output`
   for BOTH modes, compared with the ground-truth letter. A completion with no valid letter is wrong.
-- "official": what Med-R1's released evaluation scripts did. Thinking mode: the first
-  `<answer>\\s*(\\w+)\\s*</answer>` must hold exactly the letter. No-thinking mode: the raw
-  completion is compared with the letter, so a correct `<answer>C</answer>` counts as wrong. Kept
-  only to reproduce published numbers; see docs/evaluation.md.
+  Rows asked with the zero-shot prompt (which asks for the letter alone) are read by
+  `protocol.parse_bare_answer` instead.
+- "official-qwen2-vl": Med-R1's released Qwen2-VL scripts (`src/eval_vqa/test_qwen2vl_vqa*.py`).
+  Thinking: the first `<answer>\\s*(\\w+)\\s*</answer>` must hold exactly the letter.
+  No-thinking and zero-shot: the raw completion must equal the letter, so a correct
+  `<answer>C</answer>` counts as wrong.
+- "official-qwen2.5-vl": the Qwen2.5-VL scripts. Thinking as above; no-thinking: when the output
+  contains "answer" the letter is taken with that regex, otherwise the raw output must equal it
+  (`test_qwen2_5vl_vqa_nothink.py:128-131`).
+
+The official ones are kept only to reproduce published numbers; see docs/evaluation.md.
 
 Accuracy is correct / items, per group; "mean over <groups>" is the unweighted mean of the groups'
 accuracies (each test file, modality or question type counts once, whatever its size).
@@ -29,13 +36,36 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from medr1_demo.protocol import MODES, THINKING, parse_output
+from medr1_demo.protocol import (
+    MODES,
+    THINKING,
+    TRAINING_PROMPTS,
+    ZERO_SHOT_PROMPTS,
+    parse_bare_answer,
+    parse_output,
+)
 
-TAGGED, OFFICIAL = "tagged", "official"
-SCORINGS = (TAGGED, OFFICIAL)
+TAGGED = "tagged"
+OFFICIAL_QWEN2_VL, OFFICIAL_QWEN2_5_VL = "official-qwen2-vl", "official-qwen2.5-vl"
+OFFICIAL = OFFICIAL_QWEN2_VL  # what `--official_scoring` alone has always meant
+SCORINGS = (TAGGED, OFFICIAL_QWEN2_VL, OFFICIAL_QWEN2_5_VL)
+# `--official_scoring MODEL` -> the scoring; the result line's field holding it per item
+OFFICIAL_RULES = {"qwen2-vl": OFFICIAL_QWEN2_VL, "qwen2.5-vl": OFFICIAL_QWEN2_5_VL}
+CORRECT_FIELDS = {
+    TAGGED: "correct",
+    OFFICIAL_QWEN2_VL: "correct_official",
+    OFFICIAL_QWEN2_5_VL: "correct_official_qwen2.5-vl",
+}
+SUMMARY_STEMS = {
+    TAGGED: "summary",
+    OFFICIAL_QWEN2_VL: "summary_official",
+    OFFICIAL_QWEN2_5_VL: "summary_official_qwen2.5-vl",
+}
 SCORING_LABELS = {
     TAGGED: "answer letter inside <answer>, both modes",
-    OFFICIAL: "official scripts' scoring (no-thinking: raw output must equal the letter)",
+    OFFICIAL_QWEN2_VL: "Med-R1's Qwen2-VL scripts (no-thinking: raw output must equal the letter)",
+    OFFICIAL_QWEN2_5_VL: "Med-R1's Qwen2.5-VL scripts (no-thinking: the tag's letter when the "
+    "output says 'answer', else the raw output)",
 }
 GROUPINGS = ("file", "modality", "question_type")
 GROUPING_LABELS = {"file": "test file", "modality": "modality", "question_type": "question type"}
@@ -47,24 +77,56 @@ GROUPING_PLURALS = {
 _OFFICIAL_ANSWER = re.compile(r"<answer>\s*(\w+)\s*</answer>")
 
 
-def official_correct(text: str, mode: str, letter: str) -> bool:
-    """Med-R1's released scoring: tag regex in thinking mode, the raw output in no-thinking mode."""
-    if mode == THINKING:
-        match = _OFFICIAL_ANSWER.search(text)
-        return match is not None and match.group(1) == letter
-    return text == letter
+def scoring_for(official: str | bool | None) -> str:
+    """The scoring an `--official_scoring` value asks for (True, the old flag: qwen2-vl)."""
+    if not official:
+        return TAGGED
+    if official is True:
+        return OFFICIAL
+    if official not in OFFICIAL_RULES:
+        known = ", ".join(OFFICIAL_RULES)
+        raise ValueError(f"official_scoring takes {known} (or true: qwen2-vl), not {official!r}.")
+    return OFFICIAL_RULES[official]
 
 
-def score(text: str, mode: str, letter: str, n_options: int) -> dict:
+def _tag_letter(text: str) -> str | None:
+    match = _OFFICIAL_ANSWER.search(text)
+    return match.group(1) if match else None
+
+
+def official_correct(text: str, mode: str, letter: str, scoring: str = OFFICIAL_QWEN2_VL) -> bool:
+    """Med-R1's released scoring of one completion (`scoring`: one of the official ones)."""
+    if mode == THINKING:  # both models' thinking scripts: the tag regex
+        return _tag_letter(text) == letter
+    if scoring == OFFICIAL_QWEN2_5_VL and "answer" in text:
+        return _tag_letter(text) == letter
+    return text == letter  # Qwen2-VL no-thinking and zero-shot: the raw output
+
+
+def score(
+    text: str, mode: str, letter: str, n_options: int, prompts: str = TRAINING_PROMPTS
+) -> dict:
     """One completion against the ground-truth letter -> the scoring fields of a result line."""
-    parsed = parse_output(text, mode, n_options)
+    if prompts == ZERO_SHOT_PROMPTS:
+        parsed = parse_bare_answer(text, n_options)
+    else:
+        parsed = parse_output(text, mode, n_options)
     return {
         "prediction": parsed.letter,
         "correct": parsed.letter == letter,
-        "correct_official": official_correct(text, mode, letter),
+        "correct_official": official_correct(text, mode, letter, OFFICIAL_QWEN2_VL),
+        "correct_official_qwen2.5-vl": official_correct(text, mode, letter, OFFICIAL_QWEN2_5_VL),
         "format_kept": parsed.format_ok,
         "problem": parsed.problem,
     }
+
+
+def is_correct(row: dict, scoring: str) -> bool:
+    """A result line under `scoring`; lines written before a scoring existed are scored from `raw`."""
+    field = CORRECT_FIELDS[scoring]
+    if field in row:
+        return bool(row[field])
+    return official_correct(row["raw"], row["mode"], row["answer"], scoring)
 
 
 # ------------------------------------------------------------------------------------ results
@@ -78,8 +140,8 @@ def latest(results: Iterable[dict]) -> dict[tuple[str, str], dict]:
 # ------------------------------------------------------------------------------------ summary
 
 
-def _tally(rows: list[dict], key: str) -> dict:
-    correct = sum(1 for row in rows if row[key])
+def _tally(rows: list[dict], scoring: str) -> dict:
+    correct = sum(1 for row in rows if is_correct(row, scoring))
     return {
         "items": len(rows),
         "correct": correct,
@@ -125,7 +187,6 @@ def summarise(
     if scoring not in SCORINGS:
         raise ValueError(f"scoring must be one of {SCORINGS}, not {scoring!r}")
     modes = tuple(modes)
-    key = "correct" if scoring == TAGGED else "correct_official"
     by_pair = {
         pair: row
         for pair, row in latest(results).items()
@@ -134,12 +195,12 @@ def summarise(
     per_mode = {}
     for mode in modes:
         rows = [row for (_, m), row in sorted(by_pair.items()) if m == mode]
-        entry = {"overall": _tally(rows, key)}
+        entry = {"overall": _tally(rows, scoring)}
         for grouping in GROUPINGS:
             groups = defaultdict(list)
             for row in rows:
                 groups[str(row.get(grouping) or "unknown")].append(row)
-            entry[grouping] = {name: _tally(groups[name], key) for name in sorted(groups)}
+            entry[grouping] = {name: _tally(groups[name], scoring) for name in sorted(groups)}
             entry[f"mean_over_{grouping}"] = _mean(
                 [g["accuracy"] for g in entry[grouping].values()]
             )
@@ -178,7 +239,7 @@ def csv_rows(summary: dict) -> list[dict]:
 def write_summary(summary: dict, folder, extra: dict | None = None) -> tuple[Path, Path]:
     """summary.json (with `extra`, e.g. the model and skipped records) and summary.csv."""
     folder = Path(folder)
-    stem = "summary" if summary["scoring"] == TAGGED else "summary_official"
+    stem = SUMMARY_STEMS[summary["scoring"]]
     json_path, csv_path = folder / f"{stem}.json", folder / f"{stem}.csv"
     json_path.write_text(json.dumps({**summary, **(extra or {})}, indent=1) + "\n", "utf-8")
     fields = ["grouping", "group", "mode", "items", "correct", "accuracy", "format_kept"]
@@ -206,6 +267,8 @@ def format_table(summary: dict) -> str:
     results = summary["results"]
     width = max([34] + [len(n) + 2 for e in results.values() for g in GROUPINGS for n in e[g]])
     lines = [f"Accuracy (%), scoring: {summary['scoring_label']}"]
+    if summary.get("prompts"):
+        lines.append(f"Prompts: {summary['prompts']}")
     lines.append(" " * width + "".join(f"{m:>14}{'n':>7}" for m in modes))
 
     def line(label: str, cells: list[tuple[float | None, int | str]]) -> str:

@@ -3,6 +3,7 @@
 grpo.py       `python -m trainer grpo`          sft.py        `python -m trainer sft`
 validate.py   `python -m trainer validate`      merge.py      `python -m trainer merge`
 arguments.py  the recipe's script arguments (TrlParser)
+batch.py      the global batch per optimizer step; accumulation from the process count
 sources.py    reading Med-R1 split files, OmniMedVQA QA files, JSONL and saved datasets
 data.py       validating every record up front; the TRL rows
 rewards.py    Med-R1's rewards by name

@@ -20,6 +20,17 @@ held in memory. Rows follow the shared protocol: `prompt` (conversational, `buil
 mode; GRPO passes it to the rewards) and for SFT `completion`. With `mode="both"` every record
 gives two rows, one per Med-R1 template, so one policy learns to answer in both modes.
 
+SFT rows come in two layouts (`sft_layout`): "project" asks with the GRPO prompt (image first) and
+targets `<answer>X</answer>` (after `<think>rationale</think>\n` in thinking mode); "medr1" is
+Med-R1's SFT (`src/r1-v/src/open_r1/sft.py`): its system prompt, the question text before the
+image, and the target `f"{rationale}\n\n{solution}"` (the record's own `<answer> X </answer>`),
+the solution alone when a record has no rationale. Med-R1's code wrote the literal text "None"
+there for records without one; that is not copied (docs/training.md lists its quirks).
+
+Pictures with an alpha channel are flattened as the official path does (`qwen_vl_utils` 0.0.10
+`to_rgb`): RGBA onto white, other modes through `convert("RGB")`. The app's own reader puts
+transparent margins on black, for display; training and evaluation use this loader.
+
     python -m trainer validate --data_files Splits/modality/train --image_root OmniMedVQA
 """
 
@@ -44,6 +55,8 @@ from trainer.train.sources import (
 # Train one policy on both templates: each record gives a thinking and a no-thinking row.
 BOTH = "both"
 TRAINING_MODES = (*protocol.MODES, BOTH)
+PROJECT_LAYOUT, MEDR1_LAYOUT = "project", "medr1"
+SFT_LAYOUTS = (PROJECT_LAYOUT, MEDR1_LAYOUT)
 
 
 def row_modes(mode: str) -> tuple[str, ...]:
@@ -221,8 +234,12 @@ def with_rationale_target(records: list[Record]) -> list[Problem]:
     return [Problem(r.source, r.index, reason) for r in records if not r.rationale]
 
 
-def sft_target(record: Record, mode: str) -> str:
-    """SFT's completion: `<answer>X</answer>`, after `<think>rationale</think>` in thinking mode."""
+def sft_target(record: Record, mode: str, layout: str = PROJECT_LAYOUT) -> str:
+    """SFT's completion in `layout` (see the module docstring)."""
+    if layout == MEDR1_LAYOUT:
+        if mode == protocol.THINKING:
+            return f"{record.rationale}\n\n{record.solution}"
+        return record.solution
     answer = f"<answer>{record.letter}</answer>"
     if mode == protocol.THINKING:
         return f"<think>{record.rationale}</think>\n{answer}"
@@ -292,6 +309,8 @@ def open_image(path: str, size: int):
     from medr1_demo.policy.picture import as_trained
     from medr1_demo.scan.reader import load_scan
 
+    # The scan reader flattens transparency as Med-R1's official path does (RGBA onto white), so
+    # training, `trainer eval` and the app see the same picture.
     return as_trained(load_scan(path).image, size or None)
 
 
@@ -306,13 +325,18 @@ class RowBuilder:
     mode: str
     image_size: int = 384
     sft: bool = False
+    layout: str = PROJECT_LAYOUT
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         modes = batch.get("mode") or [self.mode] * len(batch["question"])
-        rows = {
-            "prompt": [
+        if self.sft and self.layout == MEDR1_LAYOUT:
+            prompts = [protocol.sft_messages(q) for q in batch["question"]]
+        else:
+            prompts = [
                 protocol.build_messages(q, m) for q, m in zip(batch["question"], modes, strict=True)
-            ],
+            ]
+        rows = {
+            "prompt": prompts,
             "image": [open_image(path, self.image_size) for path in batch["image_path"]],
             "solution": list(batch["solution"]),
             "modality": list(batch["modality"]),
@@ -324,8 +348,15 @@ class RowBuilder:
         return rows
 
 
-def build_dataset(records: list[Record], mode: str, image_size: int = 384, *, sft: bool = False):
-    """A lazily decoded `datasets.Dataset` of TRL rows for `records`.
+def build_dataset(
+    records: list[Record],
+    mode: str,
+    image_size: int = 384,
+    *,
+    sft: bool = False,
+    layout: str = PROJECT_LAYOUT,
+):
+    """A lazily decoded `datasets.Dataset` of TRL rows for `records` (SFT rows in `layout`).
 
     `mode="both"` gives two rows per record (thinking, then no-thinking) and stores each row's
     mode in a `mode` column; a single mode stores no such column (every row has that mode).
@@ -344,6 +375,6 @@ def build_dataset(records: list[Record], mode: str, image_size: int = 384, *, sf
     if len(modes) > 1:
         columns["mode"] = [m for _, m in pairs]
     if sft:
-        columns["target"] = [sft_target(r, m) for r, m in pairs]
+        columns["target"] = [sft_target(r, m, layout) for r, m in pairs]
     dataset = datasets.Dataset.from_dict(columns)
-    return dataset.with_transform(RowBuilder(modes[0], image_size, sft))
+    return dataset.with_transform(RowBuilder(modes[0], image_size, sft, layout))

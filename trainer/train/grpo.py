@@ -16,7 +16,7 @@ learns nothing from it: start from an instruction-tuned model or an SFT warm sta
 import sys
 
 from medr1_demo.policy.checkpoint import PolicyLoadError
-from trainer.train.arguments import parse_recipe, recipe_path
+from trainer.train.arguments import parse_or_report, recipe_path
 from trainer.train.data import DataError, PreparedData, build_dataset, prepare_data
 from trainer.train.outputs import finish_run, start_run
 from trainer.train.policy import resume_target
@@ -68,9 +68,10 @@ def train(
 def main(argv: list[str]) -> int:
     from trl import GRPOConfig
 
-    script_args, training_args, model_args = parse_recipe(
-        argv, GRPOConfig, "python -m trainer grpo"
-    )
+    parsed = parse_or_report(argv, GRPOConfig, "python -m trainer grpo")
+    if parsed is None:
+        return 2
+    script_args, training_args, model_args = parsed
     return run(
         train,
         (script_args, training_args, model_args),

@@ -76,6 +76,8 @@ def policy_metadata(
     recipe: str | None,
     metrics: dict | None = None,
     adapter: bool = False,
+    batch: dict | None = None,
+    precision: str | None = None,
 ) -> dict:
     """The content of `medr1_policy.json` for this run."""
     return {
@@ -93,6 +95,8 @@ def policy_metadata(
             **data.summary(),
         },
         "recipe": recipe,
+        "global_batch": batch,  # prompts/completions per optimizer step (trainer.train.batch)
+        "precision": precision,
         "settings": {
             "script": _plain(dataclasses.asdict(script_args)),
             "training": changed_settings(training_args),
@@ -196,19 +200,26 @@ def start_run(
 
     The arguments: the policy folder as `model` (TRL loads it with `model_init_kwargs`), the
     training config, the processor, LoRA and quantization settings, and the callback that writes
-    `medr1_policy.json` into every save.
+    `medr1_policy.json` into every save. Prints the global batch and the precision first.
     """
+    from trainer.train.batch import step_batch
     from trainer.train.policy import (
         model_init_kwargs,
         peft_config,
         policy_folder,
         policy_processor,
+        precision,
         quantization_config,
     )
 
     folder = policy_folder(model_args)
     processor = policy_processor(folder, script_args)
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
+    batch = step_batch(training_args, getattr(training_args, "num_generations", 1))
+    words = precision(model_args, training_args)
+    if training_args.process_index == 0:
+        print(f"{method}: global batch {batch.describe()}", flush=True)
+        print(f"{method}: precision {words}", flush=True)
     lora = peft_config(model_args)
     metadata = policy_metadata(
         method=method,
@@ -218,6 +229,8 @@ def start_run(
         data=data,
         recipe=recipe,
         adapter=lora is not None,
+        batch=batch.as_dict(),
+        precision=words,
     )
     shared = {
         "model": str(folder),

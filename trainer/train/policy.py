@@ -4,8 +4,15 @@ Shared by `trainer.train.grpo` and `trainer.train.sft`. The model itself is load
 folder (so GRPO's reference model is loaded the same way); this module says how: the processor
 comes from `medr1_demo.policy.checkpoint.load_processor` (stock, or image-only without torchvision), the
 pixel budget from the recipe, and the `from_pretrained` keyword arguments from `ModelConfig`.
+
+Full fine-tuning keeps float32 master weights (`dtype: float32`, also when a recipe says `auto`
+or nothing) and computes in bf16 under autocast when `bf16: true`, as Med-R1 trained. Weights of
+Qwen2-VL are ~0.02 in size, where bfloat16's spacing is ~1e-4: a 1e-6 Adam step rounds away for
+almost every weight stored in bf16. LoRA and QLoRA keep their base in the recipe's dtype (the
+base is frozen; PEFT keeps the adapter in float32).
 """
 
+import sys
 from pathlib import Path
 
 from medr1_demo.policy.checkpoint import load_processor, resolve_source
@@ -55,10 +62,24 @@ def quantization_config(model_args):
     return config
 
 
+def full_fine_tuning(model_args) -> bool:
+    """Every weight trains: no adapter, no quantized base."""
+    return not (model_args.use_peft or model_args.load_in_4bit or model_args.load_in_8bit)
+
+
 def model_init_kwargs(model_args, training_args) -> dict:
     """`from_pretrained` keyword arguments for the policy (and GRPO's reference model)."""
     kwargs = dict(training_args.model_init_kwargs or {})
     kwargs.setdefault("dtype", model_args.dtype)
+    if full_fine_tuning(model_args):
+        if kwargs["dtype"] in (None, "auto"):  # "auto" would load the checkpoint's bf16
+            kwargs["dtype"] = "float32"
+        elif str(kwargs["dtype"]).removeprefix("torch.") in ("bfloat16", "float16"):
+            print(
+                f"warning: full fine-tuning with {kwargs['dtype']} master weights: small steps "
+                "(Med-R1's 1e-6) round away for most weights. Use dtype: float32 with bf16: true.",
+                file=sys.stderr,
+            )
     if model_args.attn_implementation:
         kwargs.setdefault("attn_implementation", model_args.attn_implementation)
     if model_args.load_in_4bit or model_args.load_in_8bit:
@@ -67,6 +88,22 @@ def model_init_kwargs(model_args, training_args) -> dict:
         # one whole copy per process: a quantized model cannot be sharded by `device_map="auto"`
         kwargs.setdefault("device_map", {"": PartialState().local_process_index})
     return kwargs
+
+
+def precision(model_args, training_args) -> str:
+    """The run's precision in words, e.g. 'float32 master weights, bf16 compute (autocast)'.
+
+    Reads the dtype `start_run` resolved into `training_args.model_init_kwargs`.
+    """
+    dtype = str((training_args.model_init_kwargs or {}).get("dtype")).removeprefix("torch.")
+    if full_fine_tuning(model_args):
+        weights = f"{dtype} master weights"
+    elif model_args.load_in_4bit or model_args.load_in_8bit:
+        weights = f"{4 if model_args.load_in_4bit else 8}-bit frozen base + LoRA adapter"
+    else:
+        weights = f"{dtype} frozen base + LoRA adapter"
+    compute = next((m for m in ("bf16", "fp16") if getattr(training_args, m, False)), None)
+    return f"{weights}, " + (f"{compute} compute (autocast)" if compute else "no mixed precision")
 
 
 def peft_config(model_args):
