@@ -5,9 +5,10 @@
     MEDR1_MODEL=/ckpt/medr1 MEDR1_QUANTIZATION=4bit GRADIO_SERVER_PORT=8080 python app.py
     python app.py --help                              # every setting; configs/app.yaml holds defaults
 
-The policy is loaded once, here, before the page is built. Its calls are wrapped with
-`spaces.GPU` when the `spaces` package is importable (ZeroGPU) and used as they are otherwise.
-This is the only module where the engine (torch) and the page (Gradio) meet.
+The catalogue (`--model` first, then `configs/app.yaml`'s policies that can be served here) is
+read, its default policy loaded before the page is built, the others on first use
+(`medr1_demo.policy.serving`). Calls are wrapped with `spaces.GPU` when the `spaces` package is
+importable (ZeroGPU). This is the only module where the engine (torch) and the page meet.
 """
 
 import atexit
@@ -18,7 +19,6 @@ import shutil
 import signal
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 try:  # ZeroGPU wants `spaces` imported before torch touches CUDA
@@ -26,7 +26,7 @@ try:  # ZeroGPU wants `spaces` imported before torch touches CUDA
 except ImportError:
     spaces = None
 
-from medr1_demo.config import AppConfig, ConfigError, ModelConfig, load_config
+from medr1_demo.config import AppConfig, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parent
 DEMO_POLICY = ROOT / "assets" / "demo-policy"
@@ -65,28 +65,21 @@ def untrained_policy(cache: Path = CACHE) -> Path:
     return target
 
 
-def choose_model(model: ModelConfig) -> tuple[ModelConfig, str | None]:
-    """The configured model, else the bundled demo policy, else an untrained tiny one; + notice."""
-    if model.model or model.adapter:
-        return model, None
-    if (DEMO_POLICY / "config.json").exists():
-        return replace(model, model=str(DEMO_POLICY)), DEMO_NOTICE
-    return replace(model, model=str(untrained_policy())), UNTRAINED_NOTICE
+def fallback_entry() -> "PolicyEntry":  # noqa: F821 (imported lazily: keeps --help fast)
+    """An untrained tiny policy, served only when no catalogue entry can be (a fresh clone
+    without the bundled policies and no network)."""
+    from medr1_demo.policy.catalogue import PolicyEntry
+
+    return PolicyEntry(UNTRAINED, str(untrained_policy()), description="random weights")
 
 
-def load_engine(model: ModelConfig):
-    """The engine for `model`; PolicyLoadError (plain message) when it cannot be loaded."""
-    from medr1_demo.policy.engine import PolicyEngine
-
-    return PolicyEngine.load(
-        model.model,
-        subfolder=model.subfolder,
-        adapter=model.adapter,
-        device=model.device,
-        dtype=model.dtype,
-        quantization=model.quantization,
-        attn_implementation=model.attn_implementation,
-    )
+def notice_for(entry) -> str | None:
+    """The warning above the page for a policy that does not answer real scans meaningfully."""
+    if entry.name == UNTRAINED:
+        return UNTRAINED_NOTICE
+    if entry.folder is not None and entry.folder.parent == DEMO_POLICY.parent:
+        return DEMO_NOTICE  # a bundled policy (assets/demo-policy*)
+    return None
 
 
 def on_gpu(function, seconds: int):
@@ -96,47 +89,43 @@ def on_gpu(function, seconds: int):
     return spaces.GPU(duration=seconds)(function)
 
 
-def share_batch(engine, config: AppConfig) -> tuple[object | None, str]:
-    """A started scheduler for all users' requests, where one can run; (scheduler, in words).
-
-    On ZeroGPU a GPU exists only inside one decorated call, so each request generates alone.
-    """
-    from medr1_demo.policy import batching
-    from medr1_demo.policy.scheduler import Scheduler
-
-    server = config.server
-    if spaces is not None:
-        return None, "one request at a time (ZeroGPU: the GPU exists only inside each call)"
-    if not server.shared_batch:
-        return None, "one request at a time (server.shared_batch is off)"
-    if not batching.supported(engine.model):
-        return None, "one request at a time (this model cannot share a running batch)"
-    scheduler = Scheduler(
-        engine, config.decoding, max_rows=server.max_batch_rows, queue_size=server.queue_size
-    ).start()
-    engine.use_scheduler(scheduler)
-    return scheduler, f"requests share one running batch (up to {server.max_batch_rows} rows)"
-
-
-def shown_info(info):
-    """The engine's description without server paths: a hub id, or a folder's name."""
-    from medr1_demo.policy.catalogue import PolicyEntry
-
-    source = PolicyEntry("served", info.model_id).shown_source
-    adapter = Path(info.adapter).name if info.adapter else None
-    return replace(info, model_id=source, adapter=adapter)
-
-
-def make_backend(engine, config: AppConfig, notice: str | None, serving: str | None = None):
+def make_backend(catalogue, library, config: AppConfig, serving: str):
+    """The page's view of the policies: plain callables and descriptions, no torch."""
+    from medr1_demo.policy import serving as policies
     from medr1_demo.web.layout import Backend
+
+    default = catalogue.default.name
+
+    def engine(name):
+        return library.engine(name or default)
+
+    def answer(image, question, *, policy=None, **kwargs):
+        return engine(policy).answer(image, question, **kwargs)
+
+    def stream(image, question, *, policy=None, **kwargs):
+        yield from engine(policy).stream(image, question, **kwargs)
+
+    def describe(name):
+        if name not in library.loaded():
+            return None
+        return policies.shown_info(library.engine(name).info, catalogue.get(name))
+
+    def route(modality):
+        entry, why = catalogue.route(modality)
+        return entry.name, why
 
     seconds = config.server.gpu_seconds
     return Backend(
-        info=shown_info(engine.info),
-        answer=on_gpu(engine.answer, seconds),
-        stream=on_gpu(engine.stream, seconds),
-        notice=notice,
+        info=describe(default),
+        answer=on_gpu(answer, seconds),
+        stream=on_gpu(stream, seconds),
+        notice=notice_for(catalogue.default),
         serving=serving,
+        policies=(default, *(n for n in catalogue.names if n != default)),
+        describe=describe,
+        route=route,
+        loaded=lambda name: name in library.loaded(),
+        sizes={e.name: policies.picture_size(e) for e in catalogue.entries},
     )
 
 
@@ -151,14 +140,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Configuration error: {error}", file=sys.stderr)
         return 2
 
+    from medr1_demo.policy import serving as policies
+    from medr1_demo.policy.catalogue import CatalogueError
     from medr1_demo.policy.checkpoint import PolicyLoadError
 
     try:
-        model, notice = choose_model(config.model)
-        shown = model.model + (f" / {model.subfolder}" if model.subfolder else "")
-        print(f"Loading the policy from {shown} ...", flush=True)
-        engine = load_engine(model)
-    except PolicyLoadError as error:
+        catalogue = policies.catalogue(config, fallback_entry())
+        library = policies.library(catalogue, config, zero_gpu=spaces is not None)
+        default = catalogue.default
+        print(f"Loading the policy {default.name} ({default.shown_source}) ...", flush=True)
+        engine = library.engine(default.name)
+    except (PolicyLoadError, CatalogueError) as error:
         print(f"Could not load the model: {error}", file=sys.stderr)
         return 1
     except Exception as error:  # torch/transformers errors: one line, not a traceback wall
@@ -166,14 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Could not load the model ({type(error).__name__}): {first}", file=sys.stderr)
         return 1
     info = engine.info
-    print(f"Loaded {info.model_id}: {info.parameters:,} parameters on {info.device} ({info.dtype})")
+    print(f"Loaded {default.name}: {info.parameters:,} parameters on {info.device} ({info.dtype})")
+    serving = policies.serving_words(engine, config, zero_gpu=spaces is not None)
+    others = [n for n in catalogue.names if n != default.name]
+    print(f"Serving: {serving}; {len(others)} more policies on first use", flush=True)
 
     uploads = private_uploads()
     from medr1_demo.web.layout import build_demo, configure_queue, launch_options
 
-    scheduler, serving = share_batch(engine, config)
-    print(f"Serving: {serving}", flush=True)
-    backend = make_backend(engine, config, notice, serving)
+    backend = make_backend(catalogue, library, config, serving)
     demo = configure_queue(build_demo(backend, config, uploads=uploads), config)
     try:
         demo.launch(**launch_options(config, uploads=uploads))
@@ -181,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Could not start the server: {error}", file=sys.stderr)
         return 1
     finally:
-        if scheduler is not None:  # shutting the app down ends the scheduler
-            scheduler.stop()
+        library.close()  # shutting the app down ends every scheduler
         remove_uploads(uploads)
     return 0
 

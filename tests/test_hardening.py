@@ -16,8 +16,18 @@ from conftest import launch_app
 from gradio_client import Client
 
 PLANTED = "DOE_JOHN_123456"
-NONE = (None, None, None, None)  # modes, frame, window, checks: their defaults
-PAGE_EVENTS = ("new_scan", "show_scan", "split", "asked", "run", "load_example")
+# modes, frame, window, checks, plane, series, policy, compare, files: their defaults
+NONE = (None,) * 9
+PAGE_EVENTS = (
+    "new_scan",
+    "show_scan",
+    "split",
+    "asked",
+    "run",
+    "load_example",
+    "lambda",
+    "lambda_1",
+)
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -146,8 +156,15 @@ BAD_VALUES = [
     ("window", "lung", "does not apply"),  # a CT preset on an MR scan
     ("checks", "image", "Checks must be a list"),
     ("checks", ["no-thinking:colour"], "Unknown check"),
+    ("plane", "diagonal", "axial, coronal or sagittal"),
+    ("plane", "coronal", "no coronal view"),  # one slice has no other plane
+    ("series", "x", "whole number"),
+    ("series", 3, "holds one series"),
+    ("policy", "no-such-policy", "Unknown policy"),
+    ("compare", 5, "Unknown policy"),
 ]
-ORDER = ("scan", "question", "options", "modes", "frame", "window", "checks")
+ORDER = ("scan", "question", "options", "modes", "frame", "window", "checks", "plane", "series",
+         "policy", "compare", "files")  # fmt: skip
 
 
 @pytest.mark.parametrize("name, value, words", BAD_VALUES, ids=lambda v: str(v)[:20])
@@ -155,8 +172,8 @@ def test_every_wrong_value_gets_a_plain_sentence(server, name, value, words):
     from pydicom.data import get_testdata_file
 
     scan = Path(get_testdata_file("MR_small.dcm", download=False))
-    values = {"question": "Which?", "options": ["CT", "MRI"], "modes": None, "frame": None,
-              "window": None, "checks": None, name: value}  # fmt: skip
+    values = {key: None for key in ORDER}
+    values.update({"question": "Which?", "options": ["CT", "MRI"], name: value})
     data = [file_ref(upload(server.url, scan)), *(values[k] for k in ORDER[1:])]
     status, result = call(server.url, "answer", data)
     assert status == 200 and result is not None
@@ -185,7 +202,7 @@ def test_the_log_holds_no_client_text_and_one_line_per_refusal(server, planted_f
         {"question": text * 400, "options": [text, "MRI"]},
     ]
     for fields in refused:
-        values = {"modes": None, "frame": None, "window": None, "checks": None, **fields}
+        values = {**{key: None for key in ORDER}, **fields}
         data = [file_ref(upload(server.url, planted_file)), *(values[k] for k in ORDER[1:])]
         assert call(server.url, "answer", data)[1]["ok"] is False
     answered = [file_ref(upload(server.url, planted_file)), text, [text, "MRI"], *NONE]

@@ -65,7 +65,7 @@ def test_page_run_streams_into_both_columns(handlers, ct_dicom):
         handlers.run(str(ct_dicom), 1, "auto", "Which modality?", "CT\nMRI\nX-Ray", list(MODES))
     )
     assert len(updates) >= 3  # "answering", at least one partial, the final
-    status, think, rationale, think_raw, plain, plain_raw, agree, asked = updates[-1]
+    status, think, rationale, think_raw, plain, plain_raw, agree, asked, _, panel = updates[-1]
     assert "medr1-msg-error" not in status
     for card in (think, plain):
         assert "tokens" in card and "Waiting" not in card and "generating" not in card
@@ -163,30 +163,33 @@ def test_generation_failure_is_a_message_and_the_next_request_is_served(handlers
 
 
 def test_new_scan_shows_frames_and_window_for_a_multiframe_dicom(handlers, multiframe_dicom):
-    preview, frames, window, meta, notes = handlers.new_scan(str(multiframe_dicom))
+    preview, series, frames, plane, window, meta, notes = handlers.new_scan(str(multiframe_dicom))
     assert 'src="data:image/png;base64,' in preview
     assert frames["visible"] is True and frames["maximum"] > 1
-    preview2, notes2 = handlers.show_scan(str(multiframe_dicom), 1, "auto")
+    assert series["visible"] is False and plane["visible"] is False  # one file, no volume
+    preview2, slider, meta2, notes2 = handlers.show_scan(
+        str(multiframe_dicom), None, 1, "auto", None
+    )
     assert 'src="data:image/png;base64,' in preview2 and preview2 != preview
 
 
 def test_png_has_no_frame_slider_or_window(handlers, tmp_path):
     path = tmp_path / "photo.png"
     Image.new("RGB", (64, 48), (120, 30, 30)).save(path)
-    preview, frames, window, meta, notes = handlers.new_scan(str(path))
+    preview, series, frames, plane, window, meta, notes = handlers.new_scan(str(path))
     assert "data:image/png" in preview
     assert frames["visible"] is False and window["visible"] is False
 
 
 def test_burned_in_identifiers_warning(handlers, planted_dicom):
-    notes = handlers.new_scan(str(planted_dicom))[4]
+    notes = handlers.new_scan(str(planted_dicom))[-1]
     assert "burned into the picture" in notes and "medr1-msg-error" in notes
 
 
 def test_unreadable_upload_is_a_message(handlers, tmp_path):
     path = tmp_path / "broken.dcm"
     path.write_bytes(b"\x00" * 128 + b"DICM" + b"\x01" * 64)
-    preview, frames, window, meta, notes = handlers.new_scan(str(path))
+    preview, series, frames, plane, window, meta, notes = handlers.new_scan(str(path))
     assert "medr1-msg-error" in notes and "Traceback" not in notes
     assert "Upload a scan" in preview
 
@@ -212,13 +215,13 @@ def test_examples_load_with_existing_files():
 
 def test_an_upload_is_read_once_however_often_it_is_shown_and_asked(tiny_engine, tmp_path):
     from medr1_demo.scan.cache import ScanCache
-    from medr1_demo.scan.reader import open_scan
+    from medr1_demo.scan.reader import open_upload
 
     opened = []
 
-    def counting_open(path):
-        opened.append(path)
-        return open_scan(path)
+    def counting_open(paths, series=None):
+        opened.append(paths)
+        return open_upload(paths, series=series)
 
     source = get_testdata_file("rtdose.dcm", download=False)  # 15 frames
     uploads = tmp_path / "uploads"
@@ -229,11 +232,11 @@ def test_an_upload_is_read_once_however_often_it_is_shown_and_asked(tiny_engine,
     config = AppConfig(
         decoding=DecodingConfig(max_new_tokens_thinking=4, max_new_tokens_no_thinking=4)
     )
-    handlers = Handlers(backend, config, ScanCache(opener=counting_open), uploads=uploads)
+    handlers = Handlers(backend, config, ScanCache(upload_opener=counting_open), uploads=uploads)
     handlers.new_scan(str(upload))
     assert not upload.exists() and not (uploads / "0a1b").exists()  # deleted once read
-    handlers.show_scan(str(upload), 3, "full range")  # a frame and a window change
-    handlers.show_scan(str(upload), 3, "auto")
+    handlers.show_scan(str(upload), None, 3, "full range", None)  # a frame and a window change
+    handlers.show_scan(str(upload), None, 3, "auto", None)
     result = handlers.answer_api(str(upload), "Which?", ["CT", "MRI"], frame=2)
     assert result["ok"] and result["scan"]["frame"] == 2
     assert len(opened) == 1  # one read, from disk; the rest from memory

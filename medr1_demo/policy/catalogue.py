@@ -134,9 +134,11 @@ def in_hub_cache(entry: PolicyEntry) -> bool:
 class Catalogue:
     """The entries that can be served here, by name, with routing by modality."""
 
-    def __init__(self, entries, *, online: bool, default: str | None = None):
+    def __init__(self, entries, *, online: bool, default: str | None = None, keep=()):
         self.all = tuple(entries)
-        self.entries = tuple(e for e in self.all if self.reachable(e, online))
+        # `keep`: entries served even when they look unreachable (the policy a person named on
+        # the command line: its own load error says what is wrong better than "unavailable").
+        self.entries = tuple(e for e in self.all if e in keep or self.reachable(e, online))
         if not self.entries:
             raise CatalogueError(
                 "No policy in the catalogue can be served here (no local folder, none in the "

@@ -1,24 +1,24 @@
 """The page's and the API's event handlers: thin, torch-free, called directly by tests.
 
-`Handlers` checks a request once (scan, question, options, modes, frame, window, checks: each by
-`medr1_demo.web.inputs`, whatever its type) and turns the backend's streamed answers into page
-HTML (`run`) or API JSON (`answer_api`, `stream_api`). Problems never raise: the page shows a
-plain sentence, the API's `error` field holds it, and the log gets one line with a short reason
-code (never the client's text, never a traceback).
-Each upload is read once (`medr1_demo.scan.cache`) and then deleted from the server's disk
-(`medr1_demo.web.uploads`): showing it, moving its frame slider, changing its window and
-answering about it all use the copy in memory. The preview is inlined, so no derived file is
-written. `medr1_demo.web.layout` lays these out on the page.
+`Handlers` checks a request once (scan, question, options, modes, slice, window, plane, series,
+checks, policy: each read by `medr1_demo.web.inputs` or `web.scans`, whatever its type), picks the
+policy ("Auto" routes by the scan's modality), and turns the backend's streamed answers into page
+HTML (`run`) or API JSON (`answer_api`, `stream_api`); with a second policy to compare, it asks
+that one too. Problems never raise: the page shows a plain sentence, the API's `error` field holds
+it, and the log gets one line with a short reason code (never the client's text or a traceback).
+Uploads are read once and deleted from disk (`web.scans`); the preview is inlined.
+`medr1_demo.web.layout` lays these out on the page.
 """
 
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 
 from medr1_demo.config import AppConfig
+from medr1_demo.policy.catalogue import AUTO
 from medr1_demo.policy.picture import as_trained
 from medr1_demo.protocol import (
     MODES,
@@ -30,7 +30,6 @@ from medr1_demo.protocol import (
 )
 from medr1_demo.results import Busy, ModeAnswer, ModelInfo
 from medr1_demo.scan.cache import ScanCache
-from medr1_demo.scan.types import ScanError
 from medr1_demo.web import render
 from medr1_demo.web.inputs import (
     RequestError,
@@ -40,36 +39,48 @@ from medr1_demo.web.inputs import (
     read_options,
     read_question,
     read_question_text,
-    read_scan,
-    read_window,
 )
-from medr1_demo.web.uploads import discard
+from medr1_demo.web.scans import ScanViews
 
 logger = logging.getLogger(__name__)
+FROM_SCAN = "from the scan"  # the modality hint's default: the DICOM header decides
 
 
 @dataclass(frozen=True)
 class Backend:
-    """What the page needs from a policy: its description and the two ways to ask it."""
+    """What the page needs from the policies: descriptions and the two ways to ask them.
 
-    info: ModelInfo
-    # engine.answer(image, question, options, modes=..., settings=...) -> mode -> answer
+    With a catalogue (`policies`), `answer` and `stream` take `policy=<name>`; without one they
+    are a single engine's own methods.
+    """
+
+    info: ModelInfo  # the default policy's description
+    # engine.answer(image, question, modes=..., settings=..., checks=...) -> mode -> answer
     answer: Callable[..., dict[str, ModeAnswer]]
     # the same arguments; yields growing partial answers, the last one final
     stream: Callable[..., Iterator[dict[str, ModeAnswer]]]
     notice: str | None = None  # shown above the model panel, e.g. for an untrained policy
     serving: str | None = None  # how requests share the model, in words (model panel)
+    policies: tuple[str, ...] = ()  # the catalogue's names, the default first
+    describe: Callable[[str], ModelInfo | None] | None = None  # a loaded policy's description
+    route: Callable[[str | None], tuple[str, str]] | None = None  # modality -> (name, why)
+    loaded: Callable[[str], bool] | None = None  # whether a policy is loaded already
+    sizes: dict[str, int | None] = field(default_factory=dict)  # name -> picture side trained at
 
 
 @dataclass(frozen=True)
 class Request:
     """A checked request: everything the model needs, and the safe facts about the scan."""
 
-    image: object  # PIL image, exactly what the model sees
+    image: object  # PIL image, exactly what the answering policy sees
+    source: object  # the scan's picture as read (another policy makes its own picture of it)
     question: Question
     modes: tuple[str, ...]
-    scan: dict  # safe facts only: kind, frames, size; never metadata or the file name
+    scan: dict  # safe facts only: kind, slices, size; never metadata or a file name
     checks: tuple[str, ...] = ()  # the trust-aid controls asked, as "mode:check"
+    policy: str | None = None  # the catalogue entry that answers (None: the only one)
+    why: str | None = None  # why that one, when "Auto" chose it
+    compare: str | None = None  # a second policy answering the same question
 
 
 class Handlers:
@@ -79,90 +90,23 @@ class Handlers:
         self.backend = backend
         self.config = config or AppConfig()
         max_age = self.config.server.cache_minutes * 60
-        self.scans = ScanCache(max_age=max_age) if scans is None else scans
-        self.uploads = uploads  # the private upload folder: files there are deleted once read
+        scans = ScanCache(max_age=max_age) if scans is None else scans
+        self.views = ScanViews(scans, uploads, self._picture)
+        self.scans = scans
+        self.new_scan, self.show_scan = self.views.new_scan, self.views.show
+
+    def _picture(self, image, policy=None):
+        """The picture `policy` sees: the scan at the size it trained on (policy.picture)."""
+        size = self.backend.info.image_size
+        if policy in self.backend.sizes:
+            size = self.backend.sizes[policy]
+        return as_trained(image, size)
 
     @staticmethod
     def refused(error: RequestError) -> RequestError:
         """Log one line for a refused request (its reason code only) and hand the error on."""
         logger.info("request refused: %s", error.reason)
         return error
-
-    # ---------------------------------------------------------------------------------- scans
-
-    def _scan(self, path, frame=None, window="auto"):
-        path, index, window = read_scan(path), read_frame(frame), read_window(window)
-        started = time.perf_counter()
-        try:
-            opened = self.scans.open(path)
-        except FileNotFoundError:
-            raise RequestError(
-                "The uploaded scan is no longer on the server; upload it again.", "scan_gone"
-            ) from None
-        except ScanError as error:  # its reason is a short code, never header text
-            discard(path, self.uploads)
-            raise RequestError(str(error), f"scan_{error.reason}") from None
-        except (OSError, ValueError):  # anything the scan reader did not foresee
-            discard(path, self.uploads)
-            raise RequestError(
-                "This file could not be read as a scan (DICOM, PNG or JPEG).", "scan_unreadable"
-            ) from None
-        discard(path, self.uploads)  # read into memory: the file on disk is no longer needed
-        try:
-            scan = opened.picture(index, window)
-        except ScanError as error:
-            raise RequestError(str(error), f"scan_{error.reason}") from None
-        logger.info(
-            "scan kind=%s frames=%d memory=%d load=%.2fs",
-            scan.kind, scan.frame_count, opened.nbytes, time.perf_counter() - started,
-        )  # fmt: skip
-        return scan
-
-    def _picture(self, scan):
-        """The picture the policy sees: the scan at the size it trained on (policy.picture)."""
-        return as_trained(scan.image, self.backend.info.image_size)
-
-    @staticmethod
-    def _scan_notes(scan) -> str:
-        # Burned-in text may be a patient's name: its warning is shown as loudly as an error.
-        return render.messages_html(
-            scan.warnings, "error" if scan.burned_in_annotation else "warning"
-        )
-
-    def new_scan(self, path):
-        """A file arrived (upload or example): preview, frame slider, window, metadata, notes."""
-        if not path:
-            hidden = gr.update(visible=False)
-            return render.preview_html(None), hidden, hidden, "", ""
-        try:
-            scan = self._scan(path)
-        except RequestError as error:
-            hidden = gr.update(visible=False)
-            message = render.message_html(str(self.refused(error)))
-            return render.preview_html(None), hidden, hidden, "", message
-        # The slider counts frames from 1 as a viewer does; the imaging module counts from 0.
-        frames = gr.update(
-            visible=scan.frame_count > 1,
-            minimum=1,
-            maximum=max(scan.frame_count, 2),
-            value=scan.frame_index + 1,
-        )
-        choices = list(scan.window_choices)
-        windows = gr.update(visible=len(choices) > 1, choices=choices, value=choices[0])
-        meta = render.metadata_table(scan.metadata)
-        preview = render.preview_html(self._picture(scan))
-        return preview, frames, windows, meta, self._scan_notes(scan)
-
-    def show_scan(self, path, frame, window):
-        """Frame (1-based slider) or window changed: the new preview and notes."""
-        try:
-            index = read_frame(frame)
-            scan = self._scan(
-                path, index - 1 if index else None, window
-            )  # the slider counts from 1
-        except RequestError as error:
-            return render.preview_html(None), render.message_html(str(self.refused(error)))
-        return render.preview_html(self._picture(scan)), self._scan_notes(scan)
 
     # ------------------------------------------------------------------------------- question
 
@@ -185,20 +129,45 @@ class Handlers:
         except (QuestionError, RequestError):
             return ""
 
-    def check_request(
-        self, path, question, options, modes, frame=None, window="auto", checks=None
-    ) -> Request:
+    # --------------------------------------------------------------------------- the request
+
+    def _policy(self, value, scan, hint) -> tuple[str | None, str | None]:
+        """(the policy that answers, why): a name, "Auto", or None for the default."""
+        names = self.backend.policies
+        if not names:
+            if value not in (None, "", AUTO):
+                raise RequestError("This server serves one policy; leave the policy out.", "policy")
+            return None, None
+        if value in (None, ""):
+            return names[0], None
+        if value == AUTO:
+            modality = scan.metadata.get("Modality") if hint in (None, "", FROM_SCAN) else hint
+            return self.backend.route(modality)
+        if not isinstance(value, str) or value not in names:
+            listed = ", ".join([AUTO, *names])
+            raise RequestError(f"Unknown policy; choose one of: {listed}.", "policy")
+        return value, None
+
+    def check_request(self, path, question, options, modes, frame=None, window=None, checks=None,
+                      plane=None, series=None, policy=None, hint=None, compare=None) -> Request:  # fmt: skip
         """Check everything once, before the model runs; RequestError says what to fix."""
-        read_scan(path)  # the first thing missing on an untouched page
+        if not path:  # the first thing missing on an untouched page
+            raise RequestError("Upload a scan first (DICOM, PNG or JPEG).", "no_scan")
         server = self.config.server
         asked = read_question(question, options, server.max_question_chars, server.max_option_chars)
         chosen, controls = read_modes(modes), read_checks(checks)
-        scan = self._scan(path, frame, window)
-        picture = self._picture(scan)
+        scan = self.views.read(path, frame, window, plane, series)
+        name, why = self._policy(policy, scan, hint)
+        second = None
+        if compare not in (None, "", "none"):
+            second, _ = self._policy(compare, scan, hint)
+            second = None if second == name else second
+        picture = self._picture(scan.image, name)
         facts = {
             "kind": scan.kind,
             "frames": scan.frame_count,
             "frame": scan.frame_index,
+            "plane": scan.plane,
             "window": scan.window,
             "width": picture.size[0],  # the picture the model sees
             "height": picture.size[1],
@@ -207,70 +176,89 @@ class Handlers:
             "warnings": list(scan.warnings),
             "burned_in_annotation": bool(scan.burned_in_annotation),
         }
-        return Request(picture, asked, chosen, facts, controls)
+        return Request(picture, scan.image, asked, chosen, facts, controls, name, why, second)
 
-    def _generate(self, request: Request, stream: bool = True) -> Iterator[dict[str, ModeAnswer]]:
+    def _generate(self, request: Request, policy=None, stream: bool = True):
         """The backend's answers (growing when `stream`), its failures turned into RequestError."""
         started = time.perf_counter()
         answers = {}
         call = self.backend.stream if stream else self.backend.answer
+        extra = {"policy": policy} if self.backend.policies else {}
+        image = request.image if policy == request.policy else request.source
         try:
-            result = call(
-                request.image,
-                request.question,
-                modes=request.modes,
-                settings=self.config.decoding,
-                checks=list(request.checks),
-            )
+            result = call(image, request.question, modes=request.modes,
+                          settings=self.config.decoding, checks=list(request.checks),
+                          **extra)  # fmt: skip
             for answers in result if stream else [result]:
                 yield answers
         except QuestionError as error:
             raise RequestError(str(error), "question") from None
         except Busy as error:  # the shared batch's wait queue is full
             raise RequestError(str(error), "busy") from None
-        except Exception as error:  # the engine's GenerationError and anything below it
+        except Exception as error:  # a load or generation failure: one sentence, others go on
             logger.warning("generation failed: %s", type(error).__name__)
             raise RequestError(f"The model could not answer: {error}", "generation") from None
         tokens = {mode: a.tokens for mode, a in answers.items()}
         logger.info(
             "answered modes=%s tokens=%s in %.2fs",
-            "+".join(request.modes),
-            tokens,
-            time.perf_counter() - started,
-        )
+            "+".join(request.modes), tokens, time.perf_counter() - started,
+        )  # fmt: skip
+
+    def _loading(self, name: str | None) -> str | None:
+        """The sentence to show while a policy loads on first use, if it is not loaded."""
+        if name and self.backend.loaded is not None and not self.backend.loaded(name):
+            return f"Loading {name} (first use; this can take a minute)…"
+        return None
+
+    def _info(self, name: str | None) -> ModelInfo:
+        found = self.backend.describe(name) if name and self.backend.describe else None
+        return found or self.backend.info
 
     # ------------------------------------------------------------------------------------ page
 
-    def run(self, path, frame, window, question, options_text, modes, checks=None):
-        """The Run button: yields (status, think card, rationale, think raw, plain card, plain raw,
-        agreement, asked) as both modes stream."""
+    def run(self, path, frame, window, question, options_text, modes, checks=None, plane=None,
+            series=None, policy=None, hint=None, compare=None):  # fmt: skip
+        """The Answer button: yields (status, think card, rationale, think raw, plain card,
+        plain raw, agreement, asked, second policy, model panel) as the answers stream."""
         try:
-            index = read_frame(frame)
-            request = self.check_request(
-                path,
-                question,
-                options_text,
-                modes,
-                index - 1 if index else None,
-                window,
-                checks or [],
-            )  # fmt: skip (the slider counts from 1)
+            index = read_slider(frame)
+            request = self.check_request(path, question, options_text, modes, index, window,
+                                         checks or [], plane, series, policy, hint, compare)  # fmt: skip
         except RequestError as error:
             yield self._page(None, (), render.message_html(str(self.refused(error))))
             return
         asked = render.question_preview(request.question)
         options = request.question.options
-        yield self._page({}, request.modes, render.message_html("Answering…", "info"), asked)
-        answers = {}
+        status = render.message_html(self._loading(request.policy) or "Answering…", "info")
+        yield self._page({}, request.modes, status, asked, options)
+        answers, second = {}, None
         try:
-            for answers in self._generate(request):
+            for answers in self._generate(request, request.policy):
                 yield self._page(answers, request.modes, "", asked, options)
+            if request.compare:
+                status = render.message_html(
+                    self._loading(request.compare) or f"Asking {request.compare} too…", "info"
+                )
+                yield self._page(answers, request.modes, status, asked, options)
+                for second in self._generate(request, request.compare):
+                    shown = render.comparison_html(request.compare, answers, second, options)
+                    yield self._page(answers, request.modes, "", asked, options, shown)
         except RequestError as error:
             status = render.message_html(str(self.refused(error)))
-            yield self._page(answers, request.modes, status, asked, options)
+            shown = render.comparison_html(request.compare, answers, second, options)
+            yield self._page(answers, request.modes, status, asked, options, shown)
+            return
+        panel = self._panel(request)
+        shown = render.comparison_html(request.compare, answers, second, options)
+        yield self._page(answers, request.modes, "", asked, options, shown, panel)
+
+    def _panel(self, request: Request) -> str:
+        info = self._info(request.policy)
+        return render.model_panel(info, self.backend.notice, self.backend.serving,
+                                  policy=request.policy, why=request.why)  # fmt: skip
 
     @staticmethod
-    def _page(answers, modes, status, asked=None, options=()):
+    def _page(answers, modes, status, asked=None, options=(), second="", panel=None):
         def card(mode):
             if answers is None:
                 return render.answer_card(mode, None)
@@ -286,30 +274,64 @@ class Handlers:
             render.raw_output_html(plain),
             render.agreement_html(answers) if set(modes) == set(MODES) else "",
             gr.update() if asked is None else asked,
+            second,
+            gr.update() if panel is None else panel,
         )
 
     # ------------------------------------------------------------------------------------- API
 
-    def answer_api(
-        self, scan, question, options, modes=None, frame=None, window=None, checks=None
-    ) -> dict:
+    def answer_api(self, scan, question, options, modes=None, frame=None, window=None,
+                   checks=None, plane=None, series=None, policy=None, compare=None,
+                   files=None) -> dict:  # fmt: skip
         """`/answer`: one JSON result; `error` holds a plain sentence when it cannot answer.
 
-        `checks`: the trust-aid controls as "mode:check" strings (None: the defaults)."""
-        found = self._respond(scan, question, options, modes, frame, window, checks, stream=False)
+        `frame` is the 0-based slice (or frame); `checks`: the trust-aid controls as
+        "mode:check" strings (None: the defaults); `policy`: a catalogue name or "Auto";
+        `files`: more files of the same upload (a series), beside or instead of `scan`."""
+        found = self._respond(_files(scan, files), question, options, modes, frame, window,
+                              checks, plane, series, policy, compare, stream=False)  # fmt: skip
         return list(found)[-1]
 
-    def stream_api(self, scan, question, options, modes=None, frame=None, window=None, checks=None):
+    def stream_api(self, scan, question, options, modes=None, frame=None, window=None,
+                   checks=None, plane=None, series=None, policy=None, compare=None,
+                   files=None):  # fmt: skip
         """`/answer_stream`: JSON results growing with the answers; the last has done=True."""
-        yield from self._respond(scan, question, options, modes, frame, window, checks, True)
+        yield from self._respond(_files(scan, files), question, options, modes, frame, window,
+                                 checks, plane, series, policy, compare, stream=True)  # fmt: skip
 
-    def _respond(self, scan, question, options, modes, frame, window, checks, stream: bool):
+    def _respond(self, scan, question, options, modes, frame, window, checks, plane, series,
+                 policy, compare, stream: bool):  # fmt: skip
         info = self.backend.info
         try:
-            request = self.check_request(scan, question, options, modes, frame, window, checks)
-            for answers in self._generate(request, stream):
-                yield render.api_payload(
-                    info, answers=answers, scan=request.scan, question=request.question
-                )
+            request = self.check_request(scan, question, options, modes, frame, window, checks,
+                                         plane, series, policy, None, compare)  # fmt: skip
+            info = self._info(request.policy)
+            extra = {"policy": request.policy, "why": request.why}
+            answers = {}
+            for answers in self._generate(request, request.policy, stream):
+                yield render.api_payload(info, answers=answers, scan=request.scan,
+                                         question=request.question, **extra)  # fmt: skip
+            if request.compare:
+                for second in self._generate(request, request.compare, stream):
+                    other = render.api_payload(self._info(request.compare), answers=second,
+                                               question=request.question,
+                                               policy=request.compare)  # fmt: skip
+                    yield render.api_payload(info, answers=answers, scan=request.scan,
+                                             question=request.question, compare=other,
+                                             **extra)  # fmt: skip
         except RequestError as error:
             yield render.api_payload(info, error=str(self.refused(error)))
+
+
+def _files(scan, files) -> list | None:
+    """The API's `scan` and `files` as one upload."""
+    found = [scan] if scan not in (None, "") else []
+    if isinstance(files, list | tuple):
+        found += [f for f in files if f not in (None, "")]
+    return found or None
+
+
+def read_slider(value) -> int | None:
+    """The page's slider counts from 1, as viewers do; the scan reader counts from 0."""
+    index = read_frame(value)
+    return index - 1 if index else None

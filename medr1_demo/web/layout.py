@@ -14,10 +14,12 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from medr1_demo.config import AppConfig
-from medr1_demo.protocol import MAX_OPTIONS, MIN_OPTIONS, MODES, NO_THINKING, THINKING
+from medr1_demo.policy.catalogue import AUTO
+from medr1_demo.protocol import MAX_OPTIONS, MIN_OPTIONS, MODALITIES, MODES, NO_THINKING, THINKING
 from medr1_demo.scan.windowing import WINDOW_CHOICES
 from medr1_demo.web import aids, render
-from medr1_demo.web.handlers import Backend, Handlers
+from medr1_demo.web.handlers import FROM_SCAN, Backend, Handlers
+from medr1_demo.web.scans import PLANE_NAMES
 from medr1_demo.web.uploads import UploadGuard
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,14 +129,19 @@ def build_demo(
             with gr.Column(scale=5, min_width=320):
                 gr.HTML('<h2 class="medr1-h2">Scan</h2>')
                 scan_file = gr.File(
-                    label="Scan file: DICOM (with or without .dcm), PNG or JPEG",
+                    label="Scan: a DICOM file, several (a series) or a ZIP of them, a NIfTI "
+                    "volume (.nii, .nii.gz), or a PNG/JPEG picture",
+                    file_count="multiple",
                     type="filepath",
                     height=150,
                     elem_id="scan-file",
                 )
                 scan_notes = gr.HTML(elem_id="scan-notes")
+                series = gr.Dropdown([], label="Series", visible=False, elem_id="series")
                 preview = gr.HTML(render.preview_html(None), elem_id="scan-preview")
-                frame = gr.Slider(1, 2, value=1, step=1, label="Frame", visible=False)
+                frame = gr.Slider(1, 2, value=1, step=1, label="Frame", visible=False,
+                                  elem_id="slice")  # fmt: skip
+                plane = gr.Radio(list(PLANE_NAMES), label="Plane", visible=False, elem_id="plane")
                 window = gr.Dropdown(
                     list(WINDOW_CHOICES), value="auto", label="Window", visible=False
                 )
@@ -156,6 +163,7 @@ def build_demo(
                     placeholder="CT\nMRI\nX-Ray\nUltrasound",
                     elem_id="options",
                 )
+                policy, hint, compare = _policy_row(backend)
                 with gr.Row(equal_height=False):
                     modes = gr.CheckboxGroup(
                         MODE_CHOICES, value=list(MODES), label="Modes", scale=3, elem_id="modes"
@@ -190,6 +198,7 @@ def build_demo(
                         with gr.Accordion("Raw output", open=False):
                             plain_raw = gr.HTML(render.raw_output_html(None))
                 agree = gr.HTML(render.agreement_html(None), elem_id="agreement")
+                second = gr.HTML(elem_id="compare")
                 gr.HTML(f'<p class="medr1-legend">{aids.AIDS_LEGEND}</p>')
 
         rows, labels = load_examples(examples_dir)
@@ -203,33 +212,42 @@ def build_demo(
                 examples_per_page=16,
             )
         with gr.Accordion("Model", open=True):
-            panel = render.model_panel(backend.info, backend.notice, backend.serving)
-            gr.HTML(panel, elem_id="model-panel")
+            panel = render.model_panel(
+                backend.info, backend.notice, backend.serving, policy=_default(backend)
+            )
+            model_panel = gr.HTML(panel, elem_id="model-panel")
 
         # Inputs of the named API endpoints; never shown on the page.
         with gr.Column(visible=False):
             # JSON inputs: every value reaches the handler, which answers a wrong one with a
             # sentence (a dropdown or number box would refuse it with Gradio's own message).
             api_scan = gr.File(label="scan", type="filepath")
-            api_question = gr.JSON(None, label="question")
-            api_options = gr.JSON(None, label="options")
-            api_modes = gr.JSON(list(MODES), label="modes")
-            api_frame = gr.JSON(None, label="frame")
-            api_window = gr.JSON(None, label="window")
-            api_checks = gr.JSON(None, label="checks")
+            api_inputs = [api_scan] + [
+                gr.JSON(None, label=name)
+                for name in ("question", "options", "modes", "frame", "window", "checks",
+                             "plane", "series", "policy", "compare")
+            ]  # fmt: skip
+            # A series as several files: `files` (any number), beside or instead of `scan`.
+            api_inputs.append(gr.File(label="files", file_count="multiple", type="filepath"))
             api_result = gr.JSON(label="result")
             api_trigger = gr.Button("api")
 
-        scan_views = [preview, frame, window, meta, scan_notes]
-        scan_file.change(handlers.new_scan, scan_file, scan_views, show_progress="minimal", **light)
-        gr.on(
-            [frame.release, window.input],
-            handlers.show_scan,
-            [scan_file, frame, window],
-            [preview, scan_notes],
-            show_progress="minimal",
-            **light,
-        )
+        scan_views = [preview, series, frame, plane, window, meta, scan_notes]
+        scan_file.change(  # a new upload: its first series, whatever was chosen before
+            lambda files, chosen: handlers.new_scan(files, None, chosen),
+            [scan_file, policy], scan_views, show_progress="minimal", **light,
+        )  # fmt: skip
+        series.input(handlers.new_scan, [scan_file, series, policy], scan_views, **light)
+        shown = [preview, frame, meta, scan_notes]
+        view = [scan_file, series, frame, window, plane, policy]
+        gr.on([frame.release, window.input, policy.input], handlers.show_scan, view, shown,
+              show_progress="minimal", **light)  # fmt: skip
+        plane.input(  # a new plane starts at its middle slice
+            lambda files, chosen, shade, where, who: handlers.show_scan(
+                files, chosen, None, shade, where, who
+            ),
+            [scan_file, series, window, plane, policy], shown, **light,
+        )  # fmt: skip
         split.click(handlers.split, question, [question, options, status], **light)
         gr.on(
             [question.change, options.change],
@@ -240,28 +258,18 @@ def build_demo(
             trigger_mode="always_last",
             **light,
         )
-        page_outputs = [
-            status,
-            think_card,
-            think_rationale,
-            think_raw,
-            plain_card,
-            plain_raw,
-            agree,
-            asked,
-        ]
+        page_outputs = [status, think_card, think_rationale, think_raw, plain_card, plain_raw,
+                        agree, asked, second, model_panel]  # fmt: skip
         run.click(
             handlers.run,
-            [scan_file, frame, window, question, options, modes, checks],
+            [scan_file, frame, window, question, options, modes, checks, plane, series, policy,
+             hint, compare],
             page_outputs,
             show_progress="full",
             show_progress_on=[status],
             **generation,
             **PRIVATE,
-        )
-        api_inputs = [
-            api_scan, api_question, api_options, api_modes, api_frame, api_window, api_checks
-        ]  # fmt: skip
+        )  # fmt: skip
         api_trigger.click(
             handlers.answer_api,
             api_inputs,
@@ -281,6 +289,32 @@ def build_demo(
             **generation,
         )
     return demo
+
+
+def _default(backend: Backend) -> str | None:
+    return backend.policies[0] if backend.policies else None
+
+
+def _policy_row(backend: Backend):
+    """The policy picker ("Auto" routes by modality), the modality for Auto, and a second policy
+    to compare with; hidden when the server serves one policy."""
+    names = list(backend.policies)
+    many = len(names) > 1
+    with gr.Row(equal_height=False, visible=many):
+        policy = gr.Dropdown(
+            [AUTO, *names], value=names[0] if names else None, label="Policy",
+            info="Auto picks the specialist for the scan's modality.", scale=3,
+            elem_id="policy",
+        )  # fmt: skip
+        hint = gr.Dropdown(
+            [FROM_SCAN, *MODALITIES], value=FROM_SCAN, label="Modality (for Auto)",
+            info="Pictures carry none: say what it is.", scale=2, elem_id="modality",
+        )  # fmt: skip
+        compare = gr.Dropdown(
+            ["none", *names], value="none", label="Compare with", scale=3, elem_id="compare-with",
+            info="A second policy answers the same question.",
+        )  # fmt: skip
+    return policy, hint, compare
 
 
 def configure_queue(demo: gr.Blocks, config: AppConfig) -> gr.Blocks:

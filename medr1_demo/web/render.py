@@ -165,9 +165,18 @@ def question_preview(question: Question | None) -> str:
 # --------------------------------------------------------------------------------------- model
 
 
-def model_panel(info: ModelInfo, notice: str | None = None, serving: str | None = None) -> str:
+def model_panel(
+    info: ModelInfo,
+    notice: str | None = None,
+    serving: str | None = None,
+    policy: str | None = None,
+    why: str | None = None,
+) -> str:
     """Checkpoint, base model, trained mode, device... and the disclaimer."""
-    rows = [
+    rows = [("Policy", policy)] if policy else []
+    if why:
+        rows.append(("Why this policy", why))
+    rows += [
         ("Checkpoint", info.model_id),
         ("Sub-folder", info.subfolder or "—"),
         ("Adapter", info.adapter or "—"),
@@ -236,6 +245,9 @@ def api_payload(
     scan: dict | None = None,
     question: Question | None = None,
     error: str | None = None,
+    policy: str | None = None,
+    why: str | None = None,
+    compare: dict | None = None,
 ) -> dict:
     """The JSON an API client receives: answers per mode, agreement, scan facts, model, error."""
     answers = answers or {}
@@ -251,4 +263,50 @@ def api_payload(
         "agree": modes_agree(answers) if done else None,
         "scan": scan,
         "model": model_payload(info),
+        "policy": {"name": policy, "why": why} if policy else None,
+        "compare": compare,
+        "policies_agree": policies_agree(answers, compare),
     }
+
+
+def policies_agree(answers: dict[str, ModeAnswer], compare: dict | None) -> dict | None:
+    """Per mode: whether the two policies gave the same letter (None: not both valid)."""
+    if not compare or not compare.get("answers"):
+        return None
+    found = {}
+    for mode, answer in answers.items():
+        other = compare["answers"].get(mode, {}).get("letter")
+        found[mode] = None if not answer.letter or not other else answer.letter == other
+    return found
+
+
+def comparison_html(name: str | None, first: dict, second: dict | None, options=()) -> str:
+    """The second policy's answers beside the first's, and where the two agree."""
+    if not name:
+        return ""
+    cards = "".join(
+        answer_card(mode, (second or {}).get(mode), mode in (first or {}), options)
+        for mode in MODES
+    )
+    verdicts = []
+    for mode in MODES:
+        a, b = (first or {}).get(mode), (second or {}).get(mode)
+        if a is None or b is None or not a.done or not b.done:
+            continue
+        if not a.letter or not b.letter:
+            text, tone = f"{MODE_LABELS[mode]}: cannot be compared (no valid answer).", "medr1-idle"
+        elif a.letter == b.letter:
+            text, tone = (
+                f"{MODE_LABELS[mode]}: both policies answer {a.letter}) {a.option_text}.",
+                "medr1-yes",
+            )
+        else:
+            text = (
+                f"{MODE_LABELS[mode]}: the policies differ ({a.letter}) here, {b.letter}) there)."
+            )
+            tone = "medr1-no"
+        verdicts.append(f'<div class="medr1-agree {tone}">{_e(text)}</div>')
+    return (
+        f'<div class="medr1-compare"><h3 class="medr1-h3">Compared with {_e(name)}</h3>'
+        f'<div class="medr1-compare-cards">{cards}</div>{"".join(verdicts)}</div>'
+    )
