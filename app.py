@@ -126,6 +126,7 @@ def make_backend(catalogue, library, config: AppConfig, serving: str):
         route=route,
         loaded=lambda name: name in library.loaded(),
         sizes={e.name: policies.picture_size(e) for e in catalogue.entries},
+        notices={e.name: notice_for(e) for e in catalogue.entries},
     )
 
 

@@ -125,9 +125,9 @@ class AppServer:
             self.process.wait()
 
 
-def launch_app(folder, *args: str, timeout: float = 90.0) -> AppServer:
+def launch_app(folder, *args: str, timeout: float = 90.0, extra: dict | None = None) -> AppServer:
     """`python app.py *args` on a free port with its own upload and cache folders under `folder`;
-    returns once the page answers. Call `.stop()` when done."""
+    returns once the page answers (`extra`: more environment variables). Call `.stop()` when done."""
     import os
     import socket
     import subprocess
@@ -141,6 +141,7 @@ def launch_app(folder, *args: str, timeout: float = 90.0) -> AppServer:
         port = sock.getsockname()[1]
     env = dict(os.environ, OMP_NUM_THREADS="1", GRADIO_TEMP_DIR=str(folder / "uploads"))
     env["HF_HUB_OFFLINE"] = "1"  # tests never reach a hub
+    env.update(extra or {})
     env["MEDR1_CACHE"] = str(folder / "cache")
     env.pop("MEDR1_MODEL", None)
     log = folder / "server.log"
@@ -206,3 +207,23 @@ def gallery():
         image = load_scan(folder / entry["file"]).image
         cases.append((image, entry["question"], entry["options"], entry["answer"]))
     return cases
+
+
+# The release's 13 sub-folders of yuxianglai117/Med-R1.
+SUBFOLDERS = ("VQA_CT", "VQA_MRI", "VQA_X-Ray", "VQA_US", "VQA_Dermo", "VQA_Fundus", "VQA_OCT",
+              "VQA_Micro", "VQA_Anatomy_Identification", "VQA_Disease_Diagnosis",
+              "VQA_Lesion_Grading", "VQA_Modality_Recognition", "VQA_Other_Bio")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def release_cache(tmp_path_factory) -> Path:
+    """A Hugging Face cache holding the release's 13 sub-folders, as snapshot_download leaves it."""
+    cache = tmp_path_factory.mktemp("hub")
+    repo = cache / "models--yuxianglai117--Med-R1"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    for seed, name in enumerate(SUBFOLDERS):
+        # init_std 0.3: untrained weights whose answers visibly depend on the policy
+        build_tiny_checkpoint(snapshot / name, seed=seed, init_std=0.3)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    return cache

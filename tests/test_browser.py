@@ -125,3 +125,128 @@ def test_page_shows_option_probabilities_and_both_checks(tmp_path):
                 browser.close()
     finally:
         server.stop()
+
+
+def _browser(playwright, tmp_path):
+    return playwright.chromium.launch_persistent_context(
+        str(tmp_path / "profile"),
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=CHROMIUM_FLAGS,
+        viewport={"width": 1400, "height": 1100},
+    )
+
+
+def _choose(page, elem_id: str, value: str) -> None:
+    """Pick `value` in a Gradio dropdown."""
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    box.fill(value)
+    page.locator("ul[role=listbox] li", has_text=value).first.click()
+
+
+def _wait_answered(page, column: str) -> None:
+    page.wait_for_function(
+        """sel => { const c = document.querySelector(sel + ' .medr1-card');
+                    return c && /tokens/.test(c.textContent)
+                           && !c.classList.contains('medr1-running'); }""",
+        arg=column,
+        timeout=60_000,
+    )
+
+
+def test_the_picker_switches_policy_compares_two_and_survives_a_broken_one(tmp_path, release_cache):
+    """The release's specialists from a hub cache, a bundled policy beside them, one broken."""
+    from conftest import launch_app
+
+    broken = tmp_path / "broken"
+    shutil.copytree(next(release_cache.glob("models--*/snapshots/*/VQA_CT")), broken)
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    config = tmp_path / "app.yaml"
+    config.write_text(
+        (ROOT / "configs" / "app.yaml").read_text(encoding="utf-8")
+        + f"  - name: Broken policy\n    source: {broken}\n",
+        encoding="utf-8",
+    )
+    scan, question, options = dicom_example(None)
+    server = launch_app(
+        tmp_path, "--config", str(config), extra={"HF_HUB_CACHE": str(release_cache)}
+    )
+    try:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as playwright:
+            browser = _browser(playwright, tmp_path)
+            try:
+                page = browser.new_page()
+                page.goto(server.url)
+                page.set_input_files("#scan-file input[type=file]", str(scan))
+                page.wait_for_selector("#scan-preview img", timeout=20_000)
+                page.fill("#question textarea", question)
+                page.fill("#options textarea", options)
+                _choose(page, "policy", "Broken policy")
+                page.click("#run")
+                page.wait_for_selector("#status .medr1-msg-error", timeout=60_000)
+                assert "could not" in page.inner_text("#status").lower()
+                _choose(page, "policy", "Med-R1 CT")
+                _choose(page, "compare-with", "Demo policy (phantoms)")
+                page.click("#run")
+                _wait_answered(page, "#col-no-thinking")
+                page.wait_for_function(
+                    "() => /both policies|policies differ|cannot be compared/"
+                    ".test(document.querySelector('#compare').textContent)",
+                    timeout=60_000,
+                )
+                assert page.locator("#compare .medr1-card").count() == 2
+                assert "Med-R1 CT" in page.inner_text("#model-panel")
+                assert str(tmp_path) not in page.inner_text("body")  # no server path shown
+                # (the file box holds its own upload URL, which the server refuses to serve)
+                page.screenshot(path=str(ARTIFACTS / "browser-compare.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+
+
+def test_a_zipped_series_is_browsed_slice_by_slice_and_answered(tmp_path):
+    from conftest import launch_app
+    from test_series import marked_volume, write_series, zip_files
+
+    archive = zip_files(tmp_path / "study.zip", write_series(tmp_path / "s", marked_volume(12)))
+    server = launch_app(tmp_path)
+    try:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as playwright:
+            browser = _browser(playwright, tmp_path)
+            try:
+                page = browser.new_page()
+                page.goto(server.url)
+                page.set_input_files("#scan-file input[type=file]", str(archive))
+                page.wait_for_selector("#scan-preview img", timeout=20_000)
+                page.wait_for_selector("#slice", state="visible", timeout=20_000)
+                assert "of 12" in page.inner_text("#slice")
+                first = page.get_attribute("#scan-preview img", "src")
+                number = page.locator("#slice input[type=number]")
+                number.fill("2")
+                number.press("Enter")
+                page.locator("#slice input[type=range]").dispatch_event("pointerup")
+                page.wait_for_function(
+                    "old => document.querySelector('#scan-preview img').src !== old",
+                    arg=first,
+                    timeout=20_000,
+                )
+                page.locator("#plane label", has_text="coronal").click()
+                page.wait_for_function(
+                    "() => /of 32/.test(document.querySelector('#slice').textContent)",
+                    timeout=20_000,
+                )
+                page.fill("#question textarea", "Which imaging modality is this?")
+                page.fill("#options textarea", "CT\nMRI\nX-Ray\nUltrasound")
+                page.click("#run")
+                _wait_answered(page, "#col-no-thinking")
+                assert "Slice" in page.inner_text("body")
+            finally:
+                browser.close()
+    finally:
+        server.stop()

@@ -66,6 +66,7 @@ class Backend:
     route: Callable[[str | None], tuple[str, str]] | None = None  # modality -> (name, why)
     loaded: Callable[[str], bool] | None = None  # whether a policy is loaded already
     sizes: dict[str, int | None] = field(default_factory=dict)  # name -> picture side trained at
+    notices: dict[str, str | None] = field(default_factory=dict)  # name -> its warning, if any
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,8 @@ class Handlers:
 
     def _panel(self, request: Request) -> str:
         info = self._info(request.policy)
-        return render.model_panel(info, self.backend.notice, self.backend.serving,
+        notice = self.backend.notices.get(request.policy, self.backend.notice)
+        return render.model_panel(info, notice, self.backend.serving,
                                   policy=request.policy, why=request.why)  # fmt: skip
 
     @staticmethod
@@ -305,10 +307,10 @@ class Handlers:
         try:
             request = self.check_request(scan, question, options, modes, frame, window, checks,
                                          plane, series, policy, None, compare)  # fmt: skip
-            info = self._info(request.policy)
             extra = {"policy": request.policy, "why": request.why}
             answers = {}
             for answers in self._generate(request, request.policy, stream):
+                info = self._info(request.policy)  # loaded by now, on first use
                 yield render.api_payload(info, answers=answers, scan=request.scan,
                                          question=request.question, **extra)  # fmt: skip
             if request.compare:
