@@ -42,7 +42,8 @@ def test_toy_build_runs_every_stage_and_guards_the_output(tmp_path, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("the earlier policy")
     argv = ["--recipe", str(toy_recipe(tmp_path)), "--work", str(tmp_path / "work")]
-    argv += ["--out", str(out), "--sft_flags", "--max_steps 4 --per_device_train_batch_size 4"]
+    argv += ["--out", str(out), "--sft_out", str(tmp_path / "policy-sft")]
+    argv += ["--sft_flags", "--max_steps 4 --per_device_train_batch_size 4"]
     argv += ["--grpo_flags", "--max_steps 2 --per_device_train_batch_size 8"]
 
     assert demo.main(argv) == 1
@@ -56,9 +57,15 @@ def test_toy_build_runs_every_stage_and_guards_the_output(tmp_path, capsys):
     assert set(demo.SERVED_FILES) | {"medr1_policy.json"} == names
     metadata = json.loads((out / "medr1_policy.json").read_text())
     assert metadata["description"] == demo.DESCRIPTION
-    assert metadata["mode"] == "both" and metadata["method"] == "sft+grpo"
+    # Served: a GRPO checkpoint only if it beat the warm start on the validation split.
+    served = metadata["served"]
+    assert metadata["mode"] == "both" and served["why"]
+    assert metadata["method"] == ("sft" if served["run"] == "sft" else "sft+grpo")
+    assert set(served["validation"]) >= {"sft", "grpo/grpo"}  # the warm start and the final
     assert metadata["data"]["train_records"] + metadata["data"]["test_records"] == 48
-    for stage in ("test", "test_after_sft"):
+    assert 0 < metadata["data"]["validation_records"] < metadata["data"]["train_records"]
+    assert (tmp_path / "policy-sft").exists() == (served["run"] != "sft")
+    for stage in ("test", "test_after_sft", "test_after_grpo"):
         for mode in protocol.MODES:
             assert metadata["metrics"][stage][mode]["items"] == metadata["data"]["test_records"]
     assert metadata["metrics"]["targets_missed"]

@@ -35,11 +35,14 @@ import yaml
 
 from medr1_demo.policy.checkpoint import METADATA_FILE
 from medr1_demo.protocol import MODES, THINKING, parse_output
+from trainer.experiments import validation
+from trainer.experiments.demo_report import print_summary, write_effect
 from trainer.phantoms.synth import GENERATOR
 
 DEFAULT_RECIPE = "configs/demo/policy.yaml"
 BASE_MODEL = "tiny Qwen2-VL (random init)"
 DESCRIPTION = "demo policy trained on synthetic phantoms"
+SFT_DESCRIPTION = "demo policy after SFT only (the served demo policy before its GRPO stage)"
 # What the engine reads from a checkpoint folder; optimizer state, trainer state, training
 # arguments and curves stay in the work folder.
 SERVED_FILES = (
@@ -210,73 +213,6 @@ def write_policy(run: Path, out: Path, metadata: dict) -> int:
     return sum(f.stat().st_size for f in out.iterdir())
 
 
-# ------------------------------------------------------------------------------------ summary
-
-
-def effect_rows(before: dict, after: dict) -> list[dict]:
-    """Held-out accuracy after SFT and after GRPO: per mode, overall and per question type."""
-    rows = []
-    for mode in MODES:
-        groups = {"overall": (before[mode]["accuracy"], after[mode]["accuracy"])}
-        for name, value in before[mode]["by_question_type"].items():
-            groups[name] = (value, after[mode]["by_question_type"].get(name))
-        for group, (sft_value, grpo_value) in groups.items():
-            rows.append(
-                {"mode": mode, "group": group, "after_sft": sft_value, "after_grpo": grpo_value}
-            )
-    return rows
-
-
-def write_effect(before: dict, after: dict, folder: Path) -> tuple[Path, Path]:
-    """`grpo_effect.csv` and `.png` in `folder`: what GRPO changed on the held-out split."""
-    import csv
-
-    from matplotlib.figure import Figure  # no pyplot: no global state, Agg canvas for PNG
-
-    rows = effect_rows(before, after)
-    table = folder / "grpo_effect.csv"
-    with table.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    figure = Figure(figsize=(11, 4.2), layout="constrained")
-    for axes, mode in zip(figure.subplots(1, len(MODES), sharey=True), MODES, strict=True):
-        mine = [r for r in rows if r["mode"] == mode]
-        x = range(len(mine))
-        axes.bar([i - 0.2 for i in x], [100 * (r["after_sft"] or 0) for r in mine], 0.4,
-                 label="after SFT", color="#9aa5b1")  # fmt: skip
-        axes.bar([i + 0.2 for i in x], [100 * (r["after_grpo"] or 0) for r in mine], 0.4,
-                 label="after GRPO", color="#2b6cb0")  # fmt: skip
-        axes.set_xticks(list(x), [r["group"].replace(" ", "\n") for r in mine], fontsize=8)
-        axes.set_title(f"{mode}: held-out accuracy")
-        axes.set_ylim(0, 100)
-        axes.grid(axis="y", alpha=0.3)
-    figure.legend(*axes.get_legend_handles_labels(), loc="outside lower center", ncols=2)
-    figure.supylabel("accuracy (%)")
-    image = folder / "grpo_effect.png"
-    figure.savefig(image, dpi=110)
-    return table, image
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:5.1f}%"
-
-
-def print_summary(report: dict) -> None:
-    before, after = report["metrics"]["test_after_sft"], report["metrics"]["test"]
-    print("\n=== demo policy: held-out phantom test split (greedy, both modes)")
-    print(f"{'':24}{'after SFT':>12}{'after GRPO':>12}")
-    for mode in MODES:
-        keys = ("accuracy", "format_kept") + (("rationale",) if mode == THINKING else ())
-        for key in keys:
-            label = f"{mode} {key}"
-            print(f"{label:24}{_pct(before[mode].get(key)):>12}{_pct(after[mode].get(key)):>12}")
-    build = report["build"]
-    timings = ", ".join(f"{k} {v:.0f} s" for k, v in build["seconds"].items())
-    print(f"\ntime: {build['total_seconds'] / 60:.1f} min ({timings})")
-    print(f"model: {report['model']['parameters'] / 1e6:.2f} M parameters")
-
-
 # ------------------------------------------------------------------------------------ command
 
 
@@ -287,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--out", default="assets/demo-policy", help="the finished policy folder")
+    parser.add_argument(
+        "--sft_out",
+        default="assets/demo-policy-sft",
+        help="the SFT-only policy beside the served one ('' for none; not written when the SFT "
+        "policy is the one served)",
+    )
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="the pipeline recipe")
     parser.add_argument("--work", default="runs/demo", help="data and intermediate runs")
     parser.add_argument(
@@ -316,6 +258,7 @@ def build(args, argv: list[str]) -> tuple[dict, list[str]]:
     stage(1, f"phantom data ({recipe['synth']['n']} items) -> {work / 'data'}")
     manifest = make_data(recipe["synth"], work / "data")
     train_file, test_file = work / "data" / "train.json", work / "data" / "test.json"
+    fit_file, val_file = validation.split(train_file, recipe.get("validation", 0.05), work / "data")
     lap("data")
     stage(2, f"base model: {BASE_MODEL}")
     parameters = make_base(recipe["base"], size, train_file, work / "base")
@@ -323,24 +266,32 @@ def build(args, argv: list[str]) -> tuple[dict, list[str]]:
     lap("base")
     stage(3, f"SFT warm start ({recipe['sft']})")
     sft_flags, grpo_flags = shlex.split(args.sft_flags), shlex.split(args.grpo_flags)
-    sft_meta = train("sft", recipe["sft"], work / "base", train_file, work / "sft", size, sft_flags)
+    sft_meta = train("sft", recipe["sft"], work / "base", fit_file, work / "sft", size, sft_flags)
     lap("sft")
-    stage(4, "evaluation after SFT (held-out test split)")
+    stage(4, "evaluation after SFT (validation split, then the held-out test split)")
+    sft_val = evaluate(work / "sft", val_file, work / "val-sft", size, recipe["eval"])
     after_sft = evaluate(work / "sft", test_file, work / "eval-sft", size, recipe["eval"])
     lap("eval_sft")
     stage(5, f"GRPO with Med-R1's rewards ({recipe['grpo']})")
-    grpo_meta = train(
-        "grpo", recipe["grpo"], work / "sft", train_file, work / "grpo", size, grpo_flags
-    )
+    grpo_meta = train("grpo", recipe["grpo"], work / "sft", fit_file, work / "grpo", size,
+                      grpo_flags)  # fmt: skip
     lap("grpo")
-    stage(6, "evaluation after GRPO (held-out test split)")
-    final = evaluate(work / "grpo", test_file, work / "eval-grpo", size, recipe["eval"])
-    write_effect(after_sft, final, work)
+    stage(6, "choosing the checkpoint on the validation split; the choice on the test split")
+    on_validation = {
+        run: evaluate(run, val_file, work / f"val-{run.name}", size, recipe["eval"])
+        for run in validation.checkpoints(work / "grpo")
+    }
+    chosen, why = validation.choose(sft_val, on_validation)
+    print(why)
+    best_grpo = max(on_validation, key=lambda run: validation.mean_accuracy(on_validation[run]))
+    grpo_test = evaluate(best_grpo, test_file, work / "eval-grpo", size, recipe["eval"])
+    final = after_sft if chosen is None else grpo_test
+    write_effect(after_sft, grpo_test, work)
     lap("eval_grpo")
     missed = missed_targets(final, recipe["targets"])
     metadata = {
         "format": 1,
-        "method": "sft+grpo",
+        "method": "sft" if chosen is None else "sft+grpo",
         "mode": "both",
         "base_model": BASE_MODEL,
         "adapter": False,
@@ -350,6 +301,7 @@ def build(args, argv: list[str]) -> tuple[dict, list[str]]:
             "seed": manifest["seed"],
             "items": manifest["n"],
             "train_records": manifest["splits"]["train"],
+            "validation_records": len(json.loads(val_file.read_text(encoding="utf-8"))),
             "test_records": manifest["splits"]["test"],
             "drawn_at": manifest["image_size"],
             "seen_at": size,
@@ -364,9 +316,18 @@ def build(args, argv: list[str]) -> tuple[dict, list[str]]:
         },
         "model": {"parameters": parameters, "sizes": recipe["base"], "image_size": size},
         "settings": {"sft": sft_meta["settings"], "grpo": grpo_meta["settings"]},
+        "served": {
+            "run": "sft" if chosen is None else f"grpo/{chosen.name}",
+            "why": why,
+            "validation": {
+                "sft": sft_val,
+                **{f"grpo/{run.name}": figures for run, figures in on_validation.items()},
+            },
+        },
         "metrics": {
             "test": final,
             "test_after_sft": after_sft,
+            "test_after_grpo": grpo_test,
             "targets": recipe["targets"],
             "targets_missed": missed,
             "sft_train": sft_meta["metrics"],
@@ -379,7 +340,17 @@ def build(args, argv: list[str]) -> tuple[dict, list[str]]:
         },
         "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    metadata["served_run"] = str(work / "sft" if chosen is None else chosen)
     return metadata, missed
+
+
+def sft_metadata(served: dict) -> dict:
+    """The metadata of the SFT-only policy written beside the served one."""
+    metrics = dict(served["metrics"], test=served["metrics"]["test_after_sft"])
+    return dict(
+        served, method="sft", metrics=metrics, description=SFT_DESCRIPTION,
+        served={"run": "sft", "why": "the warm start of the served policy, before GRPO"},
+    )  # fmt: skip
 
 
 def _threads() -> int:
@@ -404,8 +375,13 @@ def main(argv: list[str]) -> int:
         print(f"\nmissed: {'; '.join(missed)}", file=sys.stderr)
         print(f"{out} left as it was; the run is in {work / 'grpo'}", file=sys.stderr)
         return 1
-    size = write_policy(work / "grpo", out, metadata)
-    print(f"wrote {out} ({size / 1e6:.1f} MB)")
+    served = Path(metadata.pop("served_run"))
+    size = write_policy(served, out, metadata)
+    print(f"wrote {out} ({size / 1e6:.1f} MB): {metadata['served']['why']}")
+    if args.sft_out and served != work / "sft":  # the warm start beside it, to compare with
+        before = sft_metadata(metadata)
+        size = write_policy(work / "sft", Path(args.sft_out), before)
+        print(f"wrote {args.sft_out} ({size / 1e6:.1f} MB): the same build before GRPO")
     if missed:
         print(f"missed: {'; '.join(missed)}", file=sys.stderr)
         return 1
