@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Could not start the server: {error}", file=sys.stderr)
         return 1
     finally:
+        demo.medr1_sweeper.stop()
         library.close()  # shutting the app down ends every scheduler
         remove_uploads(uploads)
     return 0

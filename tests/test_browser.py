@@ -250,3 +250,29 @@ def test_a_zipped_series_is_browsed_slice_by_slice_and_answered(tmp_path):
                 browser.close()
     finally:
         server.stop()
+
+
+def test_an_example_can_be_clicked_again_after_it_was_answered(tmp_path):
+    """The page deletes uploads once read; Gradio's copies of the examples must stay."""
+    from conftest import launch_app
+    from playwright.sync_api import sync_playwright
+
+    server = launch_app(tmp_path)
+    try:
+        with sync_playwright() as playwright:
+            browser = _browser(playwright, tmp_path)
+            try:
+                page = browser.new_page()
+                page.goto(server.url)
+                for _ in range(2):
+                    page.get_by_text("CT · Disease Diagnosis").first.click()
+                    page.wait_for_selector("#scan-preview img", timeout=20_000)
+                    page.click("#run")
+                    _wait_answered(page, "#col-no-thinking")
+                    assert "no longer on the server" not in page.inner_text("#status")
+                    page.locator("#scan-file button[aria-label*='Clear']").first.click()
+                    page.wait_for_selector("#scan-preview .medr1-empty", timeout=10_000)
+            finally:
+                browser.close()
+    finally:
+        server.stop()

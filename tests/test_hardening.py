@@ -214,3 +214,19 @@ def test_the_log_holds_no_client_text_and_one_line_per_refusal(server, planted_f
         assert planted not in log, planted
     assert "Traceback" not in log
     assert log.count("request refused: ") == len(refused)
+
+
+def test_examples_keep_working_after_they_are_used_and_swept(tmp_path):
+    """Gradio copies the example files into the upload folder: using one, or the age sweep,
+    must not delete them (the next click would find nothing)."""
+    from medr1_demo.web.uploads import Sweeper
+
+    folder = tmp_path / "uploads"
+    example = folder / ("e" * 64) / "ct-000000.dcm"
+    upload = folder / ("a" * 64) / "upload-0123"
+    for path in (example, upload):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+    sweeper = Sweeper(folder, max_age=0, every=60, keep_names=["ct-000000.dcm"])
+    assert sweeper.sweep() == 1
+    assert example.exists() and not upload.exists() and not upload.parent.exists()

@@ -20,7 +20,7 @@ from medr1_demo.scan.windowing import WINDOW_CHOICES
 from medr1_demo.web import aids, render
 from medr1_demo.web.handlers import FROM_SCAN, Backend, Handlers
 from medr1_demo.web.scans import PLANE_NAMES
-from medr1_demo.web.uploads import UploadGuard
+from medr1_demo.web.uploads import Sweeper, UploadGuard
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = ROOT / "assets" / "examples"
@@ -84,7 +84,7 @@ def load_examples(folder: Path = EXAMPLES_DIR) -> tuple[list[list[str]], list[st
     for entry in json.loads(index.read_text(encoding="utf-8")):
         file = Path(folder) / entry["file"]
         if file.exists():
-            rows.append([str(file), entry["question"], "\n".join(entry["options"])])
+            rows.append([[str(file)], entry["question"], "\n".join(entry["options"])])
             labels.append(
                 " · ".join(filter(None, (entry.get("modality"), entry.get("question_type"))))
             )
@@ -119,11 +119,7 @@ def build_demo(
     generation = {"concurrency_id": "generation", "concurrency_limit": server.concurrency}
     light = {"concurrency_id": "scan", "concurrency_limit": 4, **PRIVATE}
 
-    with gr.Blocks(
-        title="Med-R1 clinician demo",
-        analytics_enabled=False,
-        delete_cache=(every, age),
-    ) as demo:
+    with gr.Blocks(title="Med-R1 clinician demo", analytics_enabled=False) as demo:
         gr.HTML(_header(backend))
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=320):
@@ -202,15 +198,18 @@ def build_demo(
                 gr.HTML(f'<p class="medr1-legend">{aids.AIDS_LEGEND}</p>')
 
         rows, labels = load_examples(examples_dir)
-        if rows:
-            gr.Examples(
-                rows,
-                inputs=[scan_file, question, options],
-                label="Example cases (synthetic phantoms, no patient data)",
-                example_labels=labels,
-                cache_examples=False,
-                examples_per_page=16,
-            )
+        # The gallery: a Dataset whose click is a queued page event like the others (Gradio's
+        # Examples load through an unqueued raw route, which the upload guard closes).
+        gallery = gr.Dataset(
+            components=[scan_file, question, options],
+            samples=rows,
+            sample_labels=labels,
+            type="index",
+            label="Example cases (synthetic phantoms, no patient data)",
+            samples_per_page=16,
+            visible=bool(rows),
+            elem_id="examples",
+        )
         with gr.Accordion("Model", open=True):
             panel = render.model_panel(
                 backend.info, backend.notice, backend.serving, policy=_default(backend)
@@ -249,6 +248,14 @@ def build_demo(
             [scan_file, series, window, plane, policy], shown, **light,
         )  # fmt: skip
         split.click(handlers.split, question, [question, options, status], **light)
+
+        def load_example(index):
+            """A gallery case: its file (copied into the upload folder), question and options."""
+            if not isinstance(index, int) or not 0 <= index < len(rows):
+                return gr.update(), gr.update(), gr.update()
+            return rows[index]
+
+        gallery.click(load_example, gallery, [scan_file, question, options], **light)
         gr.on(
             [question.change, options.change],
             handlers.asked,
@@ -288,6 +295,10 @@ def build_demo(
             show_progress="hidden",
             **generation,
         )
+    # Uploads older than `age` are deleted by a sweep this often, and all at shutdown; Gradio's
+    # own sweep would delete its copies of the examples too (web.uploads.Sweeper).
+    keep = [Path(row[0][0]).name for row in rows]
+    demo.medr1_sweeper = Sweeper(uploads or gr.utils.get_upload_folder(), age, every, keep).start()
     return demo
 
 

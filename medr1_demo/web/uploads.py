@@ -21,11 +21,14 @@ Here instead:
     folder = private_folder()            # then os.environ["GRADIO_TEMP_DIR"] = str(folder)
 """
 
+import contextlib
 import os
 import re
 import secrets
 import shutil
 import tempfile
+import threading
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -76,13 +79,14 @@ def remove(folder: Path | None) -> None:
 def discard(path: str | os.PathLike, folder: Path | None) -> None:
     """Delete one upload once it has been read, with its folder if that is now empty.
 
-    Only files inside `folder` (the private upload folder) are ever deleted.
+    Only uploads (`upload-<random>`) inside `folder` (the private upload folder) are ever
+    deleted: Gradio's copies of the example files live there too and serve every click.
     """
     if folder is None:
         return
     path = Path(path).resolve()
     root = Path(folder).resolve()
-    if root not in path.parents:
+    if root not in path.parents or not path.name.startswith("upload-"):
         return
     path.unlink(missing_ok=True)
     for parent in path.parents:
@@ -143,6 +147,47 @@ def no_stray_temp_files() -> None:
 
     process.medr1_clean = True
     file.File._process_single_file = process
+
+
+class Sweeper:
+    """Deletes uploads older than `max_age` seconds every `every` seconds, and their folders.
+
+    Gradio's own sweep (`delete_cache`) also deletes its copies of the example files, after
+    which the examples stop working; this one keeps every file named like an example.
+    """
+
+    def __init__(self, folder, max_age: float, every: float, keep_names=()):
+        self.folder, self.max_age, self.every = Path(folder), max_age, every
+        self.keep = set(keep_names)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="upload-sweep", daemon=True)
+
+    def start(self) -> "Sweeper":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.sweep()
+
+    def sweep(self) -> int:
+        """One pass; the number of files deleted."""
+        limit, deleted = time.time() - self.max_age, 0
+        for path in list(self.folder.rglob("*")) if self.folder.is_dir() else ():
+            try:
+                if path.is_file() and path.name not in self.keep and path.stat().st_mtime < limit:
+                    path.unlink()
+                    deleted += 1
+            except OSError:  # deleted meanwhile, or a folder
+                continue
+        for path in sorted(self.folder.rglob("*"), reverse=True) if self.folder.is_dir() else ():
+            if path.is_dir() and len(path.name) == 64:  # a per-upload folder, now empty
+                with contextlib.suppress(OSError):  # not empty: an upload still in use
+                    path.rmdir()
+        return deleted
 
 
 class UploadGuard:
