@@ -198,7 +198,13 @@ def test_the_picker_switches_policy_compares_two_and_survives_a_broken_one(tmp_p
                     timeout=60_000,
                 )
                 assert page.locator("#compare .medr1-card").count() == 2
-                assert "Med-R1 CT" in page.inner_text("#model-panel")
+                # The panel is updated by the last step of the answer, after the comparison.
+                page.wait_for_function(
+                    "() => document.querySelector('#model-panel').textContent"
+                    ".includes('Med-R1 CT')",
+                    timeout=60_000,
+                )
+                assert "bundled demo policy" not in page.inner_text("#model-panel")
                 assert str(tmp_path) not in page.inner_text("body")  # no server path shown
                 # (the file box holds its own upload URL, which the server refuses to serve)
                 page.screenshot(path=str(ARTIFACTS / "browser-compare.png"), full_page=True)

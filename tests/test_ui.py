@@ -208,8 +208,10 @@ def test_planted_identifiers_reach_neither_page_nor_api_nor_log(
 
 def test_examples_load_with_existing_files():
     rows, labels = load_examples()
-    for file, question, options in rows:
-        assert Path(file).is_file() and question and len(options.splitlines()) >= 2
+    assert rows
+    for files, question, options in rows:  # the upload takes several files: a list of one here
+        assert len(files) == 1 and Path(files[0]).is_file()
+        assert question and len(options.splitlines()) >= 2
     assert len(rows) == len(labels)
 
 
