@@ -24,8 +24,8 @@ def other_value(item):
     special = {"host": "0.0.0.0", "auth": "clinic:s3cret", "port": 7011, "top_p": 0.5}
     if item.name in special:
         return str(special[item.name]), special[item.name]
-    if item.kind == "bool":
-        return "true", True
+    if item.kind == "bool":  # the opposite of the default, so broken wiring cannot pass
+        return ("false", False) if item.default else ("true", True)
     if item.kind.startswith("int"):
         value = (item.default or 0) + 3
         return str(value), value
@@ -55,7 +55,10 @@ def test_every_setting_is_read_from_yaml_environment_and_flag(tmp_path, item):
     assert read(load_config([], {"MEDR1_CONFIG": str(empty)})) == item.default
     assert read(load_config(["--config", str(yaml_file)], {})) == expected
     assert read(load_config([], {"MEDR1_CONFIG": str(empty), item.variable: text})) == expected
-    flag = [item.flag] if item.kind == "bool" else [item.flag, text]
+    if item.kind == "bool":  # --name sets it, --no-name clears it
+        flag = [item.flag if expected else item.flag.replace("--", "--no-", 1)]
+    else:
+        flag = [item.flag, text]
     assert read(load_config(["--config", str(empty), *flag], {})) == expected
 
 

@@ -243,7 +243,9 @@ def test_an_upload_is_read_once_however_often_it_is_shown_and_asked(tiny_engine,
     assert result["ok"] and result["scan"]["frame"] == 2
     assert len(opened) == 1  # one read, from disk; the rest from memory
 
-    handlers.scans.forget(str(upload))  # evicted (or older than server.cache_minutes)
+    assert str(upload) in handlers.scans
+    handlers.views.release([str(upload)])  # the page replaced the upload, or was closed
+    assert str(upload) not in handlers.scans and handlers.scans.nbytes == 0
     result = handlers.answer_api(str(upload), "Which?", ["CT", "MRI"])
     assert not result["ok"] and "upload it again" in result["error"]
 

@@ -232,9 +232,18 @@ def build_demo(
             api_trigger = gr.Button("api")
 
         scan_views = [preview, series, frame, plane, window, meta, scan_notes]
+        # The upload this page shows: its decoded scan leaves memory when the upload is
+        # replaced or the page is closed (Gradio deletes a closed page's state).
+        shown_upload = gr.State(None, delete_callback=handlers.views.release)
+
+        def new_upload(files, chosen, previous):
+            if previous and previous != files:
+                handlers.views.release(previous)
+            return (*handlers.new_scan(files, None, chosen), files)
+
         scan_file.change(  # a new upload: its first series, whatever was chosen before
-            lambda files, chosen: handlers.new_scan(files, None, chosen),
-            [scan_file, policy], scan_views, show_progress="minimal", **light,
+            new_upload, [scan_file, policy, shown_upload], [*scan_views, shown_upload],
+            show_progress="minimal", **light,
         )  # fmt: skip
         series.input(handlers.new_scan, [scan_file, series, policy], scan_views, **light)
         shown = [preview, frame, meta, scan_notes]

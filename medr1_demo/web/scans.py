@@ -109,6 +109,11 @@ class ScanViews:
         )  # fmt: skip
         return opened, labels
 
+    def release(self, value) -> None:
+        """Drop the decoded scan of an upload that was replaced or whose page was closed."""
+        for path in read_paths(value) if value else ():
+            self.scans.forget(path)
+
     def _discard(self, paths) -> None:
         for path in paths:
             discard(path, self.uploads)
