@@ -99,8 +99,22 @@ def test_grpo_recipes_sample_as_trl_0_14_did(recipe):
 def test_epochs_follow_med_r1s_scripts():
     epochs = {label(r): parse(r)[1].num_train_epochs for r in MEDR1_GRPO}
     assert epochs.pop("qwen2.5-vl-3b/grpo/config_no_thinking.yaml") == 2  # its README recipe
-    assert set(epochs.values()) == {1}  # its Qwen2-VL scripts; --num_train_epochs 2 is documented
-    assert all("--num_train_epochs 2" in r.read_text() for r in MEDR1_GRPO if "qwen2-vl" in str(r))
+    two = {name for name, count in epochs.items() if count == 2}
+    assert two == {f"qwen2-vl-2b/grpo/config_{m}_2ep.yaml" for m in ("thinking", "no_thinking")}
+    assert {epochs[name] for name in set(epochs) - two} == {1}  # its Qwen2-VL DeepSpeed scripts
+
+
+@pytest.mark.parametrize("mode", ["thinking", "no_thinking"])
+def test_the_2_epoch_recipes_differ_from_their_base_only_in_epochs(mode):
+    folder = ROOT / "configs" / "qwen2-vl-2b" / "grpo"
+    base, variant = (parse(folder / f"config_{mode}{end}.yaml") for end in ("", "_2ep"))
+    free = {"num_train_epochs", "output_dir", "logging_dir", "description", "run_name",
+            "distributed_state"}  # (a runtime object, not a setting)
+    for ours, theirs in zip(base, variant, strict=True):
+        ours, theirs = vars(ours), vars(theirs)
+        differ = {k for k in ours if k not in free and ours[k] != theirs.get(k)}
+        assert not differ, differ
+    assert (base[1].num_train_epochs, variant[1].num_train_epochs) == (1, 2)
 
 
 def test_medr1_sft_recipe_matches_medr1s_sft():
