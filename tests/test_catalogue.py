@@ -6,6 +6,7 @@ weights, and the hub is offline: the catalogue, routing, loading on first use, l
 unloading and the page's picker and comparison all run as they would on a Space.
 """
 
+import json
 import shutil
 from pathlib import Path
 
@@ -37,6 +38,20 @@ def offline_hub(release_cache, monkeypatch):
 def release_catalogue(extra=()) -> Catalogue:
     config = load_config([], {})  # configs/app.yaml's catalogue
     return Catalogue([*config.policies, *extra], online=False)
+
+
+def release_handlers():
+    """The API's handlers over the catalogue, its default policy loaded: (catalogue, library,
+    handlers); close the library when done."""
+    from app import make_backend
+    from medr1_demo.policy import serving
+    from medr1_demo.web.handlers import Handlers
+
+    config = AppConfig(decoding=SHORT, server=ServerConfig(shared_batch=False))
+    catalogue = release_catalogue()
+    library = serving.library(catalogue, config)
+    library.engine(catalogue.default.name)
+    return catalogue, library, Handlers(make_backend(catalogue, library, config, "test"), config)
 
 
 def test_the_default_catalogue_lists_the_release_and_its_base():
@@ -121,15 +136,7 @@ def test_a_policy_that_cannot_load_is_a_sentence_and_the_next_request_is_served(
 def test_auto_routes_an_mr_dicom_to_the_mri_specialist(offline_hub, tmp_path):
     from pydicom.data import get_testdata_file
 
-    from app import make_backend
-    from medr1_demo.policy import serving
-    from medr1_demo.web.handlers import Handlers
-
-    config = AppConfig(decoding=SHORT, server=ServerConfig(shared_batch=False))
-    catalogue = release_catalogue()
-    library = serving.library(catalogue, config)
-    library.engine(catalogue.default.name)
-    handlers = Handlers(make_backend(catalogue, library, config, "test"), config)
+    _, library, handlers = release_handlers()
     mr = get_testdata_file("MR_small.dcm", download=False)
     result = handlers.answer_api(mr, "Which?", ["CT", "MRI"], policy="Auto")
     assert result["ok"] and result["policy"]["name"] == "Med-R1 MRI"
@@ -138,4 +145,41 @@ def test_auto_routes_an_mr_dicom_to_the_mri_specialist(offline_hub, tmp_path):
     pages = list(handlers.run(str(picture), None, None, "Which?", "A\nB", ["no-thinking"],
                               [], None, None, "Auto", "Dermoscopy", None))  # fmt: skip
     assert "Med-R1 Dermoscopy" in pages[-1][-1] and "Dermoscopy scan" in pages[-1][-1]
+    library.close()
+
+
+def test_auto_routes_a_picture_by_the_modality_the_api_names(offline_hub, tmp_path):
+    _, library, handlers = release_handlers()
+    picture = tmp_path / "head.png"
+    Image.new("L", (80, 80), 90).save(picture)
+    asked = {"question": "Which?", "options": ["CT", "MRI"], "modes": ["no-thinking"]}
+    named = handlers.answer_api(str(picture), policy="Auto", modality="MRI", **asked)
+    assert named["ok"] and named["policy"]["name"] == "Med-R1 MRI", named["error"]
+    assert named["model"]["subfolder"] == "VQA_MRI" and "MRI" in named["policy"]["why"]
+    unnamed = handlers.answer_api(str(picture), policy="Auto", **asked)  # a picture carries none
+    assert unnamed["ok"] and unnamed["policy"]["name"] != "Med-R1 MRI"
+    lower = handlers.answer_api(
+        str(picture), policy="Auto", modality=" fundus photography", **asked
+    )
+    assert lower["ok"] and lower["policy"]["name"] == "Med-R1 Fundus photography"
+    for wrong in ("Photo", 5, ["MRI"]):
+        refused = handlers.answer_api(str(picture), policy="Auto", modality=wrong, **asked)
+        assert not refused["ok"] and "Unknown modality" in refused["error"]
+        assert "Dermoscopy" in refused["error"]  # the sentence lists the names to choose from
+    library.close()
+
+
+def test_no_server_path_appears_in_an_api_result_of_the_bundled_policies(ct_dicom):
+    catalogue, library, handlers = release_handlers()  # offline, uncached: the bundled ones
+    # the SFT-only policy beside the demo policy, where the build has written it
+    others = [name for name in catalogue.names if name != catalogue.default.name]
+    second = others[0] if others else None
+    result = handlers.answer_api(str(ct_dicom), "Which?", ["CT", "MRI"], compare=second)
+    assert result["ok"] and (second is None or result["compare"]["ok"]), result["error"]
+    shown = json.dumps(result)
+    folders = [entry.folder for entry in catalogue.entries]
+    assert all(folder is not None and folder.is_absolute() for folder in folders)
+    for path in (str(ROOT), *(str(folder) for folder in folders), str(Path.home())):
+        assert path not in shown, path
+    assert "assets/" not in shown and "demo-policy/" not in shown
     library.close()

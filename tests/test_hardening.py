@@ -9,6 +9,7 @@ import json
 import shutil
 import signal
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -16,8 +17,9 @@ from conftest import launch_app
 from gradio_client import Client
 
 PLANTED = "DOE_JOHN_123456"
-# modes, frame, window, checks, plane, series, policy, compare, files: their defaults
-NONE = (None,) * 9
+# modes, frame, window, checks, plane, series, policy, compare, files, slice, modality: defaults
+NONE = (None,) * 11
+ROOT = Path(__file__).resolve().parents[1]
 PAGE_EVENTS = (
     "new_scan",
     "show_scan",
@@ -124,12 +126,59 @@ def test_sigterm_leaves_nothing_and_a_new_server_serves_nothing_of_it(tmp_path, 
 # ---------------------------------------------------------------------------------- routes
 
 
+RUN_ROUTES = ("call", "call/v2", "run", "api")  # Gradio's raw routes that run an event by name
+
+
 @pytest.mark.parametrize("name", PAGE_EVENTS)
 def test_page_only_events_are_refused_by_raw_http(server, name):
     with httpx.Client() as http:
-        for route in ("call", "run"):
-            reply = http.post(server.url + f"gradio_api/{route}/{name}", json={"data": []})
+        for route in RUN_ROUTES:
+            body = {} if route == "call/v2" else {"data": []}
+            reply = http.post(server.url + f"gradio_api/{route}/{name}", json=body)
             assert reply.status_code == 403, (route, name, reply.status_code)
+
+
+def test_the_named_endpoints_stay_callable_by_every_raw_route(server, ct_dicom):
+    path = upload(server.url, ct_dicom)
+    with httpx.Client(timeout=60) as http:
+        reply = http.post(server.url + "gradio_api/call/v2/answer",
+                          json={"scan": file_ref(path), "question": "Which?",
+                                "options": ["CT", "MRI"]})  # fmt: skip
+        assert reply.status_code == 200 and reply.json()["event_id"]
+        # Not refused by the guard: Gradio itself keeps queued events off its unqueued route.
+        reply = http.post(server.url + "gradio_api/api/answer", json={"data": []})
+        assert reply.status_code == 404 and "queue" in reply.text
+
+
+def file_urls(path: str) -> list[str]:
+    """Every way Gradio 6.31 serves a file by path: `file=` and `file/`, with or without the
+    `/gradio_api` prefix, plain, percent-encoded and doubly encoded."""
+    once, twice = quote(path, safe=""), quote(quote(path, safe=""), safe="")
+    return [f"{prefix}file{sep}{shown}" for prefix in ("gradio_api/", "")
+            for sep in ("=", "/") for shown in (path, once, twice)]  # fmt: skip
+
+
+def test_no_file_route_serves_an_upload_unread_or_kept(server, planted_file, tmp_path):
+    from test_series import marked_volume, write_series, zip_files
+
+    unread = upload(server.url, planted_file)  # uploaded, never used
+    series = [*write_series(tmp_path / "a", marked_volume(4), number=2),
+              *write_series(tmp_path / "b", marked_volume(3), number=5)]  # fmt: skip
+    names = [f"study/{i}" for i in range(len(series))]
+    kept = upload(server.url, zip_files(tmp_path / "two.zip", series, names))
+    answered = call(server.url, "answer", [file_ref(kept), "Which?", ["CT", "MRI"], *NONE])[1]
+    assert answered["ok"] and answered["scan"]["series"] == 0
+    assert Path(kept).exists()  # an upload of several series stays, so another can be opened
+    with httpx.Client() as http:
+        for path in (unread, kept, str(Path(kept).parent)):
+            for url in file_urls(path):
+                reply = http.get(server.url + url)
+                assert reply.status_code == 403, (url, reply.status_code)
+                assert reply.content == b"Not available."
+        examples = ROOT / "assets" / "examples"
+        example = examples / json.loads((examples / "examples.json").read_text())[0]["file"]
+        shown = http.get(server.url + f"gradio_api/file={example}")
+        assert shown.status_code == 200 and shown.content == example.read_bytes()  # still served
 
 
 # ------------------------------------------------------------------------------- bad values
@@ -158,13 +207,26 @@ BAD_VALUES = [
     ("checks", ["no-thinking:colour"], "Unknown check"),
     ("plane", "diagonal", "axial, coronal or sagittal"),
     ("plane", "coronal", "no coronal view"),  # one slice has no other plane
-    ("series", "x", "whole number"),
+    ("series", "x", "series must be a whole number"),
     ("series", 3, "holds one series"),
     ("policy", "no-such-policy", "Unknown policy"),
     ("compare", 5, "Unknown policy"),
+    ("scan", 42, "must be one or more uploaded files"),
+    ("scan", "abc", "uploaded to this server"),  # not an upload's path
+    ("scan", "/etc/passwd", "uploaded to this server"),  # nor any other file of the server
+    ("scan", {"path": 5}, "must be one or more uploaded files"),
+    ("scan", [1, 2], "send the others of a series in `files`"),
+    ("files", "x", "`files` must be a list"),
+    ("files", 5, "`files` must be a list"),
+    ("files", [5], "Each of `files` must be an uploaded file"),
+    ("files", ["/etc/passwd"], "uploaded to this server"),
+    ("slice", "abc", "slice must be a whole number"),
+    ("slice", 99, "does not exist"),
+    ("modality", "Photo", "Unknown modality"),
+    ("modality", ["MRI"], "Unknown modality"),
 ]
 ORDER = ("scan", "question", "options", "modes", "frame", "window", "checks", "plane", "series",
-         "policy", "compare", "files")  # fmt: skip
+         "policy", "compare", "files", "slice", "modality")  # fmt: skip
 
 
 @pytest.mark.parametrize("name, value, words", BAD_VALUES, ids=lambda v: str(v)[:20])
@@ -173,9 +235,9 @@ def test_every_wrong_value_gets_a_plain_sentence(server, name, value, words):
 
     scan = Path(get_testdata_file("MR_small.dcm", download=False))
     values = {key: None for key in ORDER}
-    values.update({"question": "Which?", "options": ["CT", "MRI"], name: value})
-    data = [file_ref(upload(server.url, scan)), *(values[k] for k in ORDER[1:])]
-    status, result = call(server.url, "answer", data)
+    values.update({"scan": file_ref(upload(server.url, scan)), "question": "Which?",
+                   "options": ["CT", "MRI"], name: value})  # fmt: skip
+    status, result = call(server.url, "answer", [values[k] for k in ORDER])
     assert status == 200 and result is not None
     assert result["ok"] is False and words in result["error"], result["error"]
 
@@ -194,17 +256,29 @@ def test_the_log_holds_no_client_text_and_one_line_per_refusal(server, planted_f
                                                               planted_identifiers):  # fmt: skip
     before = server.log_text()
     text = f"PATIENT {PLANTED}"
+    asked = {"question": text, "options": [text, "MRI"]}
     refused = [
-        {"question": text, "options": [text, "MRI"], "frame": text},
-        {"question": text, "options": [text, "MRI"], "window": text},
-        {"question": text, "options": [text, "MRI"], "modes": [text]},
-        {"question": text, "options": [text, "MRI"], "checks": [text]},
+        {**asked, "frame": text},
+        {**asked, "slice": text},
+        {**asked, "window": text},
+        {**asked, "modes": [text]},
+        {**asked, "checks": [text]},
+        {**asked, "plane": text},
+        {**asked, "series": text},
+        {**asked, "policy": text},
+        {**asked, "compare": text},
+        {**asked, "modality": text},
+        {**asked, "scan": text},
+        {**asked, "scan": {"path": f"/tmp/{PLANTED}.dcm"}},
+        {**asked, "files": [{"path": text}]},
+        {**asked, "files": text},
         {"question": text * 400, "options": [text, "MRI"]},
     ]
     for fields in refused:
-        values = {**{key: None for key in ORDER}, **fields}
-        data = [file_ref(upload(server.url, planted_file)), *(values[k] for k in ORDER[1:])]
-        assert call(server.url, "answer", data)[1]["ok"] is False
+        values = {key: None for key in ORDER}
+        values.update({"scan": file_ref(upload(server.url, planted_file)), **fields})
+        result = call(server.url, "answer", [values[k] for k in ORDER])[1]
+        assert result["ok"] is False and result["error"], fields
     answered = [file_ref(upload(server.url, planted_file)), text, [text, "MRI"], *NONE]
     assert call(server.url, "answer", answered)[1]["ok"] is True
     with httpx.Client() as http:  # a malformed raw call Gradio itself refuses

@@ -7,6 +7,7 @@ Run: .venv/bin/python -m pytest tests/test_series.py -q
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import random
 import struct
@@ -513,3 +514,71 @@ def test_planted_identifiers_appear_nowhere(tmp_path, caplog):
     for planted in (*PLANTED, "Plantedname", "PLANTED", "Planted"):
         assert planted not in shown
     assert "slice by slice" in shown and "1 file in the upload is not a DICOM image" in shown
+
+
+# ------------------------------------------------------------------------------- the API
+def _uploaded(uploads: Path, path: Path) -> str:
+    """`path` as Gradio stores an upload: `upload-<random>` in a folder of its own."""
+    folder = uploads / f"{random.getrandbits(64):016x}"
+    folder.mkdir(parents=True)
+    target = folder / f"upload-{random.getrandbits(32):08x}"
+    target.write_bytes(path.read_bytes())
+    return str(target)
+
+
+@pytest.fixture
+def api(tiny_engine, tmp_path):
+    """The API's handlers over a real tiny engine; every file they take must be an upload."""
+    from medr1_demo.config import AppConfig, DecodingConfig
+    from medr1_demo.web.handlers import Backend, Handlers
+
+    short = DecodingConfig(max_new_tokens_thinking=4, max_new_tokens_no_thinking=4)
+    backend = Backend(tiny_engine.info, tiny_engine.answer, tiny_engine.stream)
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    return Handlers(backend, AppConfig(decoding=short), uploads=uploads, api_root=uploads)
+
+
+def test_the_api_answers_on_a_chosen_series_plane_and_slice(api, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    mr = write_series(tmp_path / "mr", np.full((4, 24, 24), 300, np.int16), modality="MR",
+                      number=2, iop=[0, 1, 0, 0, 0, -1])  # fmt: skip
+    ct = write_series(tmp_path / "ct", marked_volume(12), number=9)  # 32 x 32, 5 mm slices
+    names = [f"{PLANTED[0]}/{PLANTED[1]}/{i}" for i in range(len(mr) + len(ct))]
+    archive = _uploaded(api.views.uploads, zip_files(tmp_path / "two.zip", mr + ct, names))
+    asked = {"question": "Which?", "options": ["CT", "MRI"], "modes": ["no-thinking"]}
+    result = api.answer_api(archive, series=1, plane="coronal", slice=10, **asked)
+    assert result["ok"], result["error"]
+    facts = result["scan"]
+    assert (facts["series"], facts["plane"], facts["frame"], facts["frames"]) == (1, "coronal",
+                                                                                  10, 32)  # fmt: skip
+    assert facts["series_list"] == ["1. MR, series 2, 4 slices, sagittal",
+                                    "2. CT, series 9, 12 slices, axial"]  # fmt: skip
+    # a coronal cut: 12 slices of 5 mm (60 mm) high, 32 pixels of 0.7 mm (22 mm) wide
+    assert facts["source_height"] > 2.5 * facts["source_width"]
+    same = api.answer_api(archive, series="1", plane="coronal", slice=10, frame=10, **asked)
+    assert same["ok"] and same["scan"]["frame"] == 10  # given twice, the same: no conflict
+    twice = api.answer_api(archive, series=1, plane="coronal", slice=10, frame=3, **asked)
+    assert not twice["ok"] and "Give the slice once" in twice["error"]
+    gone = api.answer_api(archive, series=2, **asked)
+    assert not gone["ok"] and "numbered 0 to 1" in gone["error"]
+    shown = json.dumps([result, same, twice, gone]) + caplog.text
+    for planted in (*PLANTED, "Plantedname", "PLANTED"):
+        assert planted not in shown
+
+
+def test_the_api_takes_a_series_as_loose_files(api, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    ct = write_series(tmp_path / "ct", marked_volume(12), number=9)
+    random.Random(0).shuffle(ct)
+    files = [_uploaded(api.views.uploads, path) for path in ct]
+    asked = {"question": "Which?", "options": ["CT", "MRI"], "modes": ["no-thinking"]}
+    result = api.answer_api(None, files=files, slice=3, **asked)
+    assert result["ok"], result["error"]
+    facts = result["scan"]
+    assert (facts["kind"], facts["frames"], facts["frame"], facts["plane"]) == (
+        "DICOM series", 12, 3, "axial")  # fmt: skip
+    assert facts["series"] is None and facts["series_list"] == []
+    assert not any(Path(f).exists() for f in files)  # read into memory, then deleted
+    for planted in (*PLANTED, "Plantedname", "PLANTED"):
+        assert planted not in json.dumps(result) + caplog.text

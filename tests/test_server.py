@@ -41,7 +41,20 @@ def test_named_endpoints_are_listed(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/answer", "/answer_stream"} <= set(endpoints)
     parameters = [p["parameter_name"] for p in endpoints["/answer"]["parameters"]]
-    assert parameters[:4] == ["scan", "question", "options", "modes"]
+    in_order = (
+        "scan question options modes frame window checks plane series policy compare "
+        "files slice modality"
+    )  # the order of docs/api.md's table
+    assert parameters == in_order.split()
+    stream = [p["parameter_name"] for p in endpoints["/answer_stream"]["parameters"]]
+    assert stream == parameters
+
+
+def test_a_multiframe_file_is_answered_at_the_slice_asked(client, multiframe_dicom):
+    result = ask(client, multiframe_dicom, slice=4)
+    assert result["ok"] and (result["scan"]["frame"], result["scan"]["frames"]) == (4, 15)
+    twice = ask(client, multiframe_dicom, slice=4, frame=5)
+    assert not twice["ok"] and "Give the slice once" in twice["error"]
 
 
 def test_dicom_upload_answered_in_both_modes(client, ct_dicom):

@@ -1,10 +1,10 @@
 """The page's and the API's event handlers: thin, torch-free, called directly by tests.
 
 `Handlers` checks a request once (scan, question, options, modes, slice, window, plane, series,
-checks, policy: each read by `medr1_demo.web.inputs` or `web.scans`, whatever its type), picks the
-policy ("Auto" routes by the scan's modality), and turns the backend's streamed answers into page
-HTML (`run`) or API JSON (`answer_api`, `stream_api`); with a second policy to compare, it asks
-that one too. Problems never raise: the page shows a plain sentence, the API's `error` field holds
+checks, policy, modality: each read by `medr1_demo.web.inputs` or `web.scans`, whatever its type),
+picks the policy ("Auto" routes by the scan's modality, or the one the person names), and turns
+the backend's streamed answers into page HTML (`run`) or API JSON (`answer_api`, `stream_api`);
+with a second policy to compare, it asks that one too. Problems never raise: the page shows a plain sentence, the API's `error` field holds
 it, and the log gets one line with a short reason code (never the client's text or a traceback).
 Uploads are read once and deleted from disk (`web.scans`); the preview is inlined.
 `medr1_demo.web.layout` lays these out on the page.
@@ -35,12 +35,14 @@ from medr1_demo.web.inputs import (
     RequestError,
     read_checks,
     read_frame,
+    read_modality,
     read_modes,
     read_options,
     read_question,
     read_question_text,
+    read_slice,
 )
-from medr1_demo.web.scans import ScanViews
+from medr1_demo.web.scans import ScanViews, read_upload
 
 logger = logging.getLogger(__name__)
 FROM_SCAN = "from the scan"  # the modality hint's default: the DICOM header decides
@@ -87,8 +89,11 @@ class Request:
 class Handlers:
     """The page's and the API's event handlers over one `Backend` and the app's limits."""
 
-    def __init__(self, backend: Backend, config: AppConfig | None = None, scans=None, uploads=None):
-        self.backend = backend
+    def __init__(self, backend: Backend, config: AppConfig | None = None, scans=None, uploads=None,
+                 api_root=None):  # fmt: skip
+        """`uploads`: the private upload folder (files read are deleted from it); `api_root`:
+        the folder every file the API names must lie in (None: any path, for direct callers)."""
+        self.backend, self.api_root = backend, api_root
         self.config = config or AppConfig()
         max_age = self.config.server.cache_minutes * 60
         scans = ScanCache(max_age=max_age) if scans is None else scans
@@ -157,7 +162,7 @@ class Handlers:
         server = self.config.server
         asked = read_question(question, options, server.max_question_chars, server.max_option_chars)
         chosen, controls = read_modes(modes), read_checks(checks)
-        scan = self.views.read(path, frame, window, plane, series)
+        scan, series, labels = self.views.read_request(path, frame, window, plane, series)
         name, why = self._policy(policy, scan, hint)
         second = None
         if compare not in (None, "", "none"):
@@ -170,6 +175,8 @@ class Handlers:
             "frame": scan.frame_index,
             "plane": scan.plane,
             "window": scan.window,
+            "series": series,  # 0-based, of `series_list` (None: the upload holds one)
+            "series_list": list(labels),  # safe facts only: modality, number, slices, plane
             "width": picture.size[0],  # the picture the model sees
             "height": picture.size[1],
             "source_width": scan.image.size[0],  # the scan as read
@@ -284,29 +291,35 @@ class Handlers:
 
     def answer_api(self, scan, question, options, modes=None, frame=None, window=None,
                    checks=None, plane=None, series=None, policy=None, compare=None,
-                   files=None) -> dict:  # fmt: skip
+                   files=None, slice=None, modality=None) -> dict:  # fmt: skip
         """`/answer`: one JSON result; `error` holds a plain sentence when it cannot answer.
 
-        `frame` is the 0-based slice (or frame); `checks`: the trust-aid controls as
-        "mode:check" strings (None: the defaults); `policy`: a catalogue name or "Auto";
-        `files`: more files of the same upload (a series), beside or instead of `scan`."""
-        found = self._respond(_files(scan, files), question, options, modes, frame, window,
-                              checks, plane, series, policy, compare, stream=False)  # fmt: skip
+        `frame` (or its other name, `slice`) is the 0-based slice (or frame); `checks`: the
+        trust-aid controls as "mode:check" strings (None: the defaults); `policy`: a catalogue
+        name or "Auto", which routes by the scan's DICOM Modality or by `modality` (one of
+        protocol.MODALITIES, for a picture); `files`: more files of the same upload (a series),
+        beside or instead of `scan`."""
+        found = self._respond(scan, files, question, options, modes, (frame, slice), window,
+                              checks, plane, series, policy, modality, compare,
+                              stream=False)  # fmt: skip
         return list(found)[-1]
 
     def stream_api(self, scan, question, options, modes=None, frame=None, window=None,
                    checks=None, plane=None, series=None, policy=None, compare=None,
-                   files=None):  # fmt: skip
+                   files=None, slice=None, modality=None):  # fmt: skip
         """`/answer_stream`: JSON results growing with the answers; the last has done=True."""
-        yield from self._respond(_files(scan, files), question, options, modes, frame, window,
-                                 checks, plane, series, policy, compare, stream=True)  # fmt: skip
+        yield from self._respond(scan, files, question, options, modes, (frame, slice), window,
+                                 checks, plane, series, policy, modality, compare,
+                                 stream=True)  # fmt: skip
 
-    def _respond(self, scan, question, options, modes, frame, window, checks, plane, series,
-                 policy, compare, stream: bool):  # fmt: skip
+    def _respond(self, scan, files, question, options, modes, frame, window, checks, plane,
+                 series, policy, modality, compare, stream: bool):  # fmt: skip
         info = self.backend.info
         try:
-            request = self.check_request(scan, question, options, modes, frame, window, checks,
-                                         plane, series, policy, None, compare)  # fmt: skip
+            paths = read_upload(scan, files, self.api_root)
+            index, hint = read_slice(*frame), read_modality(modality)
+            request = self.check_request(paths, question, options, modes, index, window, checks,
+                                         plane, series, policy, hint, compare)  # fmt: skip
             extra = {"policy": request.policy, "why": request.why}
             answers = {}
             for answers in self._generate(request, request.policy, stream):
@@ -323,14 +336,6 @@ class Handlers:
                                              **extra)  # fmt: skip
         except RequestError as error:
             yield render.api_payload(info, error=str(self.refused(error)))
-
-
-def _files(scan, files) -> list | None:
-    """The API's `scan` and `files` as one upload."""
-    found = [scan] if scan not in (None, "") else []
-    if isinstance(files, list | tuple):
-        found += [f for f in files if f not in (None, "")]
-    return found or None
 
 
 def read_slider(value) -> int | None:

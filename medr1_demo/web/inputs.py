@@ -12,7 +12,7 @@ its `reason` is a short code, the only thing the log records.
 import json
 
 from medr1_demo.policy.trust import read_checks as parse_checks
-from medr1_demo.protocol import MODES, Question, QuestionError, split_question
+from medr1_demo.protocol import MODALITIES, MODES, Question, QuestionError, split_question
 from medr1_demo.scan.windowing import AUTO, WINDOW_CHOICES
 from medr1_demo.web import aids
 
@@ -115,8 +115,8 @@ def read_modes(value) -> tuple[str, ...]:
     return tuple(m for m in MODES if m in modes)
 
 
-def read_frame(value) -> int | None:
-    """A 0-based frame number (a whole number, also as text); None or "" for the middle one."""
+def read_whole(value, message: str, reason: str) -> int | None:
+    """A whole number (also as text or a whole float); None or "" for none; else RequestError."""
     if value is None or value == "":
         return None
     if isinstance(value, bool):
@@ -126,8 +126,39 @@ def read_frame(value) -> int | None:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value.strip())
     if not isinstance(value, int):
-        raise RequestError("The frame must be a whole number (0 is the first frame).", "frame")
+        raise RequestError(message, reason)
     return value
+
+
+def read_frame(value) -> int | None:
+    """A 0-based frame number (a whole number, also as text); None or "" for the middle one."""
+    return read_whole(value, "The frame must be a whole number (0 is the first frame).", "frame")
+
+
+def read_slice(frame, slice_) -> int | None:
+    """The API's 0-based slice, given as `frame` or as `slice` (the same thing, by either name)."""
+    index = read_frame(frame)
+    chosen = read_whole(slice_, "The slice must be a whole number (0 is the first slice).", "slice")
+    if index is not None and chosen is not None and index != chosen:
+        raise RequestError(
+            "Give the slice once: `slice` and `frame` name the same thing, and they differ here.",
+            "slice_twice",
+        )
+    return chosen if index is None else index
+
+
+def read_modality(value) -> str | None:
+    """The modality a person names for a picture (Auto routes by it); None: from the scan."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        named = {m.lower(): m for m in MODALITIES}
+        found = named.get(value.strip().lower())
+        if found is not None:
+            return found
+    raise RequestError(
+        f"Unknown modality '{_shown(value)}'; choose one of: {', '.join(MODALITIES)}.", "modality"
+    )
 
 
 def read_window(value) -> str:

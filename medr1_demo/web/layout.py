@@ -112,7 +112,9 @@ def build_demo(
     `uploads`: the private upload folder, whose files are deleted as soon as they are read.
     """
     config = config or AppConfig()
-    handlers = Handlers(backend, config, uploads=uploads)
+    # Every file the API names must be an upload: in this folder (Gradio's, without `uploads`).
+    api_root = uploads or gr.utils.get_upload_folder()
+    handlers = Handlers(backend, config, uploads=uploads, api_root=api_root)
     server = config.server
     age = max(1, round(server.cache_minutes * 60))  # uploads older than this are deleted...
     every = min(300, max(1, age // 4))  # ...by a sweep this often, and all at shutdown
@@ -219,15 +221,17 @@ def build_demo(
         # Inputs of the named API endpoints; never shown on the page.
         with gr.Column(visible=False):
             # JSON inputs: every value reaches the handler, which answers a wrong one with a
-            # sentence (a dropdown or number box would refuse it with Gradio's own message).
-            api_scan = gr.File(label="scan", type="filepath")
-            api_inputs = [api_scan] + [
+            # sentence (a dropdown, number box or file box would refuse it with Gradio's own
+            # message, or none). `scan` and `files` (a series as several files, beside or
+            # instead of `scan`) take uploaded files: Gradio checks a file sent as
+            # handle_file(...) is an upload, the handler checks every path is in the upload
+            # folder. `slice` is `frame` by its other name; `modality` names a picture's.
+            api_inputs = [
                 gr.JSON(None, label=name)
-                for name in ("question", "options", "modes", "frame", "window", "checks",
-                             "plane", "series", "policy", "compare")
+                for name in ("scan", "question", "options", "modes", "frame", "window", "checks",
+                             "plane", "series", "policy", "compare", "files", "slice",
+                             "modality")
             ]  # fmt: skip
-            # A series as several files: `files` (any number), beside or instead of `scan`.
-            api_inputs.append(gr.File(label="files", file_count="multiple", type="filepath"))
             api_result = gr.JSON(label="result")
             api_trigger = gr.Button("api")
 

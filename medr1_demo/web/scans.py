@@ -13,6 +13,7 @@ chosen slice for a slider, plane or window change from memory; `read` gives a re
 
 import logging
 import time
+from pathlib import Path
 
 import gradio as gr
 
@@ -20,15 +21,20 @@ from medr1_demo.scan.cache import ScanCache
 from medr1_demo.scan.series import SeriesChoice
 from medr1_demo.scan.types import Scan, ScanError
 from medr1_demo.web import render
-from medr1_demo.web.inputs import RequestError, read_frame, read_window
+from medr1_demo.web.inputs import RequestError, read_frame, read_whole, read_window
 from medr1_demo.web.uploads import discard
 
 logger = logging.getLogger("medr1_demo.web.handlers")
 PLANE_NAMES = ("axial", "coronal", "sagittal")
+_NOT_FILES = "The scan must be one or more uploaded files."
 
 
-def read_paths(value) -> list[str]:
-    """The upload's server paths from a File input: one path, a list, or Gradio's file dicts."""
+def read_paths(value, root=None) -> list[str]:
+    """The upload's server paths from a File input: one path, a list, or Gradio's file dicts.
+
+    With `root` (the API's inputs, which Gradio does not check), every path must lie inside it:
+    the upload folder, so that a request can name no other file of the server.
+    """
     items = value if isinstance(value, list | tuple) else [value]
     paths = []
     for item in items:
@@ -37,11 +43,40 @@ def read_paths(value) -> list[str]:
         if item is None or item == "":
             continue
         if not isinstance(item, str):
-            raise RequestError("The scan must be one or more uploaded files.", "scan_type")
+            raise RequestError(_NOT_FILES, "scan_type")
+        if root is not None and not _inside(item, root):
+            raise RequestError(
+                "The scan must be a file uploaded to this server: send the path its upload "
+                "returned (gradio_client's handle_file does this).",
+                "scan_not_uploaded",
+            )
         paths.append(item)
     if not paths:
         raise RequestError("Upload a scan first (DICOM, PNG or JPEG).", "no_scan")
     return paths
+
+
+def read_upload(scan, files, root=None) -> list[str]:
+    """The API's `scan` (one file) and `files` (a list of files) as one upload's paths."""
+    if files not in (None, "") and not isinstance(files, list | tuple):
+        raise RequestError("`files` must be a list of uploaded files.", "files_type")
+    if isinstance(scan, list | tuple):
+        raise RequestError(
+            "`scan` takes one uploaded file; send the others of a series in `files`.", "scan_type"
+        )
+    if any(not isinstance(f, str | dict | None) for f in files or ()):
+        raise RequestError("Each of `files` must be an uploaded file.", "files_type")
+    if not isinstance(scan, str | dict | None):
+        raise RequestError(_NOT_FILES, "scan_type")
+    return read_paths([f for f in (scan, *(files or ())) if f not in (None, "")], root)
+
+
+def _inside(path: str, root) -> bool:
+    try:
+        found, folder = Path(path).resolve(), Path(root).resolve()
+    except (OSError, ValueError):
+        return False
+    return folder in found.parents
 
 
 def read_series(value, labels: tuple[str, ...] = ()) -> int | None:
@@ -50,9 +85,10 @@ def read_series(value, labels: tuple[str, ...] = ()) -> int | None:
         return None
     if isinstance(value, str) and value in labels:
         return labels.index(value)
-    index = read_frame(value)  # a whole number, with the same sentence when it is not one
+    sentence = "The series must be a whole number (0 is the first series)."
+    index = read_whole(value, sentence, "series")
     if index is None or index < 0:
-        raise RequestError("The series must be a whole number (0 is the first).", "series")
+        raise RequestError(sentence, "series")
     return index
 
 
@@ -120,11 +156,17 @@ class ScanViews:
 
     def read(self, value, frame=None, window=None, plane=None, series=None) -> Scan:
         """The scan of a request: `frame` 0-based (a slice of a volume), None the middle one."""
-        opened, _ = self.open(value, series)
+        return self.read_request(value, frame, window, plane, series)[0]
+
+    def read_request(self, value, frame=None, window=None, plane=None, series=None):
+        """(the scan of a request, its series' 0-based number, the upload's series labels):
+        the number is None and the labels () when the upload holds one series."""
+        opened, labels = self.open(value, series)
         try:
-            return opened.picture(read_frame(frame), read_window(window), read_plane(plane))
+            scan = opened.picture(read_frame(frame), read_window(window), read_plane(plane))
         except ScanError as error:
             raise RequestError(str(error), f"scan_{error.reason}") from None
+        return scan, (read_series(series, labels) or 0) if labels else None, labels
 
     # ------------------------------------------------------------------------- page events
 

@@ -12,9 +12,11 @@ Here instead:
   upload route's file writer; Gradio has no setting for it). The original name never reaches the
   disk, the logs or a response. `no_stray_temp_files()` stops Gradio's File component from
   leaving an empty temporary file behind per request.
-- `UploadGuard` (ASGI middleware) refuses every file URL inside the private folder (nothing an
-  upload left is ever served, to anyone), and every raw HTTP call of an event that is not one of
-  the named API endpoints (Gradio's `api_visibility="private"` only hides them from the listing).
+- `UploadGuard` (ASGI middleware) refuses every file URL inside the private folder (Gradio 6.31
+  serves files at `/gradio_api/file=<path>` and `/gradio_api/file/<path>`; both, with or without
+  the prefix, percent-encoded or not: nothing an upload left is ever served, to anyone), and every
+  raw HTTP call (`call`, `call/v2`, `run`, `api`) of an event that is not one of the named API
+  endpoints (Gradio's `api_visibility="private"` only hides them from the listing).
 - The page's handlers delete an upload as soon as it has been read into memory
   (`medr1_demo.scan.cache`), so it lives on disk for a moment only.
 
@@ -34,7 +36,9 @@ from urllib.parse import unquote
 
 PARENT_NAME = "medr1-demo-uploads"
 PREFIX = "process-"
-_CALL = re.compile(r"/gradio_api/(?:call|run)/([^/?]+)")
+# Gradio's raw routes that run an event by name, and the two that serve a file by path.
+_CALL = re.compile(r"/gradio_api/(?:call/v2|call|run|api)/([^/?]+)")
+_FILE = re.compile(r"/file[=/]")
 
 
 def _alive(pid: int) -> bool:
@@ -190,25 +194,44 @@ class Sweeper:
         return deleted
 
 
+def _lexical(path) -> Path:
+    """`path` made absolute (from the working folder) and normalised, links not followed."""
+    return Path(os.path.normpath(os.path.abspath(path)))
+
+
+def _unquoted(path: str, rounds: int = 4) -> str:
+    """`path` percent-decoded until it no longer changes (a doubly encoded path is the same)."""
+    for _ in range(rounds):
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    return path
+
+
 class UploadGuard:
     """ASGI middleware: no file URL inside `folder`, no raw call of an event but `api_names`."""
 
     def __init__(self, app, folder: str | os.PathLike, api_names=("answer", "answer_stream")):
         self.app, self.folder = app, Path(folder).resolve()
+        self.folders = {self.folder, _lexical(folder)}
         self.api_names = set(api_names)
 
     def refused(self, path: str) -> bool:
         call = _CALL.search(path)
         if call is not None:
             return unquote(call.group(1)) not in self.api_names
-        if "/file=" in path:
-            target = unquote(path.split("/file=", 1)[1])
-            try:
-                resolved = Path(target).resolve()
-            except (OSError, ValueError):
-                return True
-            return resolved == self.folder or self.folder in resolved.parents
-        return False
+        decoded = _unquoted(path)
+        return any(self._inside(decoded[found.end() :]) for found in _FILE.finditer(decoded))
+
+    def _inside(self, target: str) -> bool:
+        """Whether a file route's path names the upload folder or anything in it (as Gradio
+        would read it, lexically, or with its links followed)."""
+        try:
+            found = {_lexical(target), Path(target).resolve()}
+        except (OSError, ValueError):
+            return True
+        return any(f == p or f in p.parents for f in self.folders for p in found)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and self.refused(scope.get("path", "")):
