@@ -220,11 +220,15 @@ def http_answer(http, url: str, scan: Path) -> dict:
     """One `/answer` through Gradio's REST routes (upload, call, read the event stream)."""
     import json
 
+    from medr1_demo.web.layout import API_INPUTS
+
     base = url.rstrip("/") + "/gradio_api"
     with open(scan, "rb") as file:
         path = http.post(f"{base}/upload", files={"files": (scan.name, file)}).json()[0]
     upload = {"path": path, "meta": {"_type": "gradio.FileData"}}
-    body = {"data": [upload, QUESTION, OPTIONS, ["thinking", "no-thinking"], None, "auto", None]}
+    given = {"scan": upload, "question": QUESTION, "options": OPTIONS,
+             "modes": ["thinking", "no-thinking"], "window": "auto"}  # fmt: skip
+    body = {"data": [given.get(name) for name in API_INPUTS]}  # every input, by position
     event = http.post(f"{base}/call/answer", json=body).json()["event_id"]
     kind = None
     with http.stream("GET", f"{base}/call/answer/{event}") as stream:

@@ -75,6 +75,11 @@ def launch_options(
     }
 
 
+# The inputs of /answer and /answer_stream, in the order Gradio's raw routes take them.
+API_INPUTS = ("scan", "question", "options", "modes", "frame", "window", "checks", "plane",
+              "series", "policy", "compare", "files", "slice", "modality")  # fmt: skip
+
+
 def load_examples(folder: Path = EXAMPLES_DIR) -> tuple[list[list[str]], list[str]]:
     """Rows (file, question, options one per line) and labels from `folder`/examples.json."""
     index = Path(folder) / "examples.json"
@@ -226,12 +231,7 @@ def build_demo(
             # instead of `scan`) take uploaded files: Gradio checks a file sent as
             # handle_file(...) is an upload, the handler checks every path is in the upload
             # folder. `slice` is `frame` by its other name; `modality` names a picture's.
-            api_inputs = [
-                gr.JSON(None, label=name)
-                for name in ("scan", "question", "options", "modes", "frame", "window", "checks",
-                             "plane", "series", "policy", "compare", "files", "slice",
-                             "modality")
-            ]  # fmt: skip
+            api_inputs = [gr.JSON(None, label=name) for name in API_INPUTS]
             api_result = gr.JSON(label="result")
             api_trigger = gr.Button("api")
 
