@@ -37,6 +37,10 @@ COMMANDS = {
         "trainer.experiments.demo_policy",
         "rebuild the bundled demo policy on CPU: synth, SFT, GRPO, eval",
     ),
+    "weak-start": (
+        "trainer.experiments.weak_start",
+        "GRPO from a weak SFT warm start, over seeds and thread counts (docs/grpo-phantoms.md)",
+    ),
 }
 
 
