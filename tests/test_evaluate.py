@@ -27,7 +27,8 @@ from medr1_demo.protocol import (
     build_prompt,
     solution_letter,
 )
-from trainer.eval import evaluate, matrix, scores
+from medr1_demo.batch import scores
+from trainer.eval import evaluate, matrix
 from trainer.eval.run_folder import RESULTS, RunMismatch, read_results
 from trainer.phantoms.synth import write_dataset
 

@@ -15,7 +15,7 @@ from medr1_demo.policy.picture import MEDR1_RELEASE_SIZE, as_trained, training_s
 from medr1_demo.protocol import NO_THINKING, build_prompt, format_question, make_solution
 from medr1_demo.web.handlers import Backend, Handlers
 from trainer.eval import evaluate
-from trainer.train.sources import Record
+from medr1_demo.batch.sources import Record
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -345,7 +345,7 @@ def test_medr1_sft_layout_asks_as_medr1_and_trains_on_the_whole_sequence(
     tiny_checkpoint, phantoms, tmp_path
 ):
     from trainer.train.data import build_dataset
-    from trainer.train.sources import read_records
+    from medr1_demo.batch.sources import read_records
 
     records = read_records([str(phantoms)], None)[0][:2]
     plain, thinking = (
