@@ -267,6 +267,7 @@ def aided_lines(item: Item, answers: dict, modes) -> list[dict]:
         if given is None:
             continue
         line = result_line(item, mode, given.raw, given.tokens)
+        line["image"], line["question"] = item.name, item.record.question
         chosen = (given.probabilities or {}).get(line["prediction"])
         line["probability"] = None if chosen is None else round(chosen, 4)
         line["checks"] = {name: check.verdict for name, check in given.checks.items()}

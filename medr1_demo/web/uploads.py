@@ -13,7 +13,8 @@ Here instead:
   disk, the logs or a response. `no_stray_temp_files()` stops Gradio's File component from
   leaving an empty temporary file behind per request.
 - `UploadGuard` (ASGI middleware) refuses every file URL inside the private folder (nothing an
-  upload left is ever served, to anyone), and every raw HTTP call of an event that is not one of
+  upload left is ever served, to anyone; only a batch's downloads, named
+  `medr1-batch-<random>-results.csv` and the like, are), and every raw HTTP call of an event that is not one of
   the named API endpoints (Gradio's `api_visibility="private"` only hides them from the listing).
 - The page's handlers delete an upload as soon as it has been read into memory
   (`medr1_demo.scan.cache`), so it lives on disk for a moment only.
@@ -35,6 +36,8 @@ from urllib.parse import unquote
 PARENT_NAME = "medr1-demo-uploads"
 PREFIX = "process-"
 _CALL = re.compile(r"/gradio_api/(?:call|run)/([^/?]+)")
+# A batch's downloads (web.batch): the only files inside the folder that are ever served.
+_DOWNLOAD = re.compile(r"medr1-batch-[0-9a-f]{12}-(?:results|summary)\.(?:csv|json|png)")
 
 
 def _alive(pid: int) -> bool:
@@ -207,6 +210,8 @@ class UploadGuard:
                 resolved = Path(target).resolve()
             except (OSError, ValueError):
                 return True
+            if _DOWNLOAD.fullmatch(resolved.name):  # a batch's results, by an unguessable name
+                return False
             return resolved == self.folder or self.folder in resolved.parents
         return False
 

@@ -22,7 +22,8 @@ Output folder:
     run.json        the model, prompt set and settings the results were made with (a rerun must
                     match)
     summary.json / summary.csv   accuracy per test file, modality, question type, overall (also
-                    printed as a table); `--official_scoring` writes summary_official.* (qwen2-vl)
+                    printed as a table); summary.png draws it, one bar per mode (the Batch tab
+                    draws the same); `--official_scoring` writes summary_official.* (qwen2-vl)
                     or summary_official_qwen2.5-vl.* instead
 Bad records (unreadable, missing image, ...) are reported as `file:index: reason` and skipped.
 
@@ -35,7 +36,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from medr1_demo.batch import scores
+from medr1_demo.batch import outputs, scores
 from medr1_demo.batch.runner import (  # the batch loop, shared with the app's Batch tab
     Item,
     Row,
@@ -208,6 +209,8 @@ def report(
     summary["prompts"] = settings.prompts
     skipped = {"count": len(problems), "records": [str(p) for p in problems]}
     scores.write_summary(summary, folder, {"skipped": skipped, **(extra or {})})
+    if results:
+        outputs.accuracy_figure(summary, Path(folder) / f"{scores.SUMMARY_STEMS[scoring]}.png")
     if not quiet:
         for problem in problems[:50]:
             print(f"skipped {problem}", file=sys.stderr)

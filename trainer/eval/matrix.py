@@ -28,8 +28,8 @@ import re
 import sys
 from pathlib import Path
 
-from medr1_demo.protocol import MODES, NO_THINKING, PROMPT_SETS, THINKING, TRAINING_PROMPTS
 from medr1_demo.batch import scores
+from medr1_demo.protocol import MODES, NO_THINKING, PROMPT_SETS, THINKING, TRAINING_PROMPTS
 from trainer.eval import evaluate
 from trainer.eval.run_folder import RunMismatch
 

@@ -1,0 +1,156 @@
+"""The Batch tab and `/batch`: case lists and ZIPs read, a 40-case phantom batch answered through
+a launched server with the accuracy `trainer eval` finds, broken records skipped, and `trainer
+eval` over the shared batch core giving the same figures as the core itself.
+
+Run: `.venv/bin/python -m pytest tests/test_batch.py -q` (CPU, offline; the bundled demo policy).
+"""
+
+import csv
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from medr1_demo.batch import outputs, scores
+from medr1_demo.batch.cases import CaseListError, read_cases
+from medr1_demo.protocol import MODES, solution_letter
+from trainer.phantoms.synth import write_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_POLICY = ROOT / "assets" / "demo-policy"
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory) -> Path:
+    """80 phantom cases with images; test.json holds 40 of them."""
+    root = tmp_path_factory.mktemp("phantoms")
+    write_dataset(root, 80, seed=3, test_fraction=0.5, image_size=64, dicom=False, progress=False)
+    return root
+
+
+def zip_of(root: Path, records: list[dict], out: Path, list_name: str | None = None) -> Path:
+    """A ZIP of the records' images under a top folder `cases/` (and the list, when named)."""
+    with zipfile.ZipFile(out, "w") as archive:
+        for image in dict.fromkeys(r["image"] for r in records if "image" in r):
+            if (root / image).exists():
+                archive.write(root / image, f"cases/{image}")
+        if list_name:
+            archive.writestr(list_name, json.dumps(records))
+    return out
+
+
+def broken(records: list[dict]) -> list[dict]:
+    """The records with three broken: an image not in the ZIP, a server path, a bad answer."""
+    records = [dict(r) for r in records]
+    records[3]["image"] = "Images/nowhere/missing.png"
+    records[10]["image"] = "/etc/passwd"
+    records[20]["solution"] = "<answer> G </answer>"
+    return records
+
+
+def test_case_lists_json_csv_and_broken_rows(phantoms, tmp_path):
+    records = json.loads((phantoms / "test.json").read_text())[:6]
+    images = zip_of(phantoms, records, tmp_path / "images.zip")
+    rows = [
+        {"image": records[0]["image"], "question": "Which modality?", "options": "CT|MRI|OCT",
+         "answer": "MRI"},
+        {"image": records[1]["image"], "question": "Which modality? A)CT, B)MRI", "options": "",
+         "answer": "b"},
+        {"image": records[2]["image"], "question": "Which modality?", "options": "CT|MRI",
+         "answer": ""},  # no answer: answered, not scored
+        {"image": records[3]["image"], "question": "Which modality?", "options": "CT|MRI",
+         "answer": "PET"},
+        {"image": "../../secret.png", "question": "Which?", "options": "CT|MRI", "answer": "A"},
+    ]  # fmt: skip
+    with open(tmp_path / "cases.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "question", "options", "answer"])
+        writer.writeheader()
+        writer.writerows(rows)
+    folder = tmp_path / "private"
+    folder.mkdir()
+    cases = read_cases(tmp_path / "cases.csv", images, folder, 10, 1 << 30)
+    assert [i.id for i in cases.items] == ["row 1", "row 2", "row 3"]
+    assert [i.record.letter if i.record.solution else None for i in cases.items] == ["B", "B", None]
+    assert cases.items[0].name == f"cases/{records[0]['image']}"  # the person's own path
+    assert all(Path(i.record.image).parent == folder for i in cases.items)  # written privately
+    assert cases.problems == [
+        "row 4: answer 'PET' is not one of the options",
+        "row 5: the image path must be a path inside the ZIP",
+    ]
+    # A Med-R1 JSON list inside the ZIP; the limit on cases refuses a longer list.
+    records[3] = {**records[3], "image": "Images/nowhere/missing.png"}
+    inside = zip_of(phantoms, records, tmp_path / "both.zip", "split.json")
+    cases = read_cases(None, inside, folder, 10, 1 << 30)
+    assert len(cases.items) == 5 and cases.rows == 6
+    assert cases.problems == ["row 4: image Images/nowhere/missing.png is not in the ZIP"]
+    with pytest.raises(CaseListError, match="at most 5"):
+        read_cases(None, inside, folder, 5, 1 << 30)
+    with pytest.raises(CaseListError, match="ZIP"):
+        read_cases(tmp_path / "cases.csv", tmp_path / "cases.csv", folder, 10, 1 << 30)
+
+
+def test_trainer_eval_gives_the_figures_of_the_shared_core(demo_engine, phantoms, tmp_path):
+    """`trainer eval` is a thin command over medr1_demo.batch: its summary equals the core's
+    loop and scoring run by hand on the same data, and it draws the figure."""
+    from medr1_demo.batch.runner import Item, Settings, answer_rows, order_rows, plan_rows
+    from medr1_demo.batch.sources import read_records
+    from trainer.eval import evaluate
+
+    data = phantoms / "test.json"
+    out = tmp_path / "eval"
+    argv = ["--model", str(DEMO_POLICY), "--data", str(data), "--out", str(out), "--quiet"]
+    assert evaluate.main([*argv, "--device", "cpu"]) == 0
+    written = json.loads((out / "summary.json").read_text())
+    assert (out / "summary.png").stat().st_size > 1000
+
+    records, problems, _ = read_records([str(data)], split="test")
+    assert not problems and len(records) == 40
+    items = [Item(f"test.json:{r.index}", "test.json", r) for r in records]
+    rows = order_rows(plan_rows(items, MODES, set()), MODES)
+    lines = [line for batch in answer_rows(demo_engine, rows, Settings(), {}) for line in batch]
+    by_hand = scores.summarise(lines, MODES)
+    for mode in MODES:
+        assert written["results"][mode]["overall"] == by_hand["results"][mode]["overall"]
+        assert written["results"][mode]["modality"] == by_hand["results"][mode]["modality"]
+    assert written["agreement"] == by_hand["agreement"]
+    # ... and the letters are the data's: a wrong mapping of answers to items would show here.
+    letters = {r.index: solution_letter(r.solution) for r in records}
+    assert all(line["answer"] == letters[line["index"]] for line in lines)
+
+
+def test_batch_tab_reports_broken_rows_and_keeps_the_rest(demo_engine, phantoms, tmp_path):
+    """The page's handler, on the real demo policy: 3 broken records of 40 are listed as
+    `row N: reason`, the other 37 answered; the downloads hold the summary and its figure."""
+    from medr1_demo.results import ModelInfo
+    from medr1_demo.web.batch import BatchTab
+    from medr1_demo.web.handlers import Backend
+
+    records = broken(json.loads((phantoms / "test.json").read_text()))
+    (tmp_path / "list.json").write_text(json.dumps(records))
+    images = zip_of(phantoms, records, tmp_path / "images.zip")
+    info = ModelInfo("demo", None, None, None, None, None, "cpu", "float32", 1, "image-only")
+    backend = Backend(info=info, answer=demo_engine.answer, stream=demo_engine.stream)
+    tab = BatchTab(backend, uploads_folder=tmp_path / "uploads")
+    (tmp_path / "uploads").mkdir()
+    kept = {}  # the downloads as Gradio copies them after each update (the batch's folder goes)
+    for status, table, files in tab.run(str(tmp_path / "list.json"), str(images), None,
+                                        list(MODES), []):  # fmt: skip
+        kept = {Path(f).name.split("-", 3)[-1]: Path(f).read_bytes() for f in files or ()}
+    assert "Finished: 37 of 37 cases" in status and "3 record(s) skipped" in status
+    for reason in ("row 4: image Images/nowhere/missing.png is not in the ZIP",
+                   "row 11: the image path must be a path inside the ZIP",
+                   "row 21: answer &#x27;G&#x27; is not one of the options A-"):  # fmt: skip
+        assert reason in status
+    assert table.count("<tr>") == 1 + 37 and "/etc/passwd" not in table
+    assert str(tmp_path) not in table and "data:image/jpeg;base64," in table
+    assert sorted(kept) == [
+        "results.csv", "results.json", "summary.csv", "summary.json", "summary.png"
+    ]
+    (tmp_path / "results.csv").write_bytes(kept["results.csv"])
+    accuracy = outputs.read_accuracy(tmp_path / "results.csv")
+    summary = json.loads(kept["summary.json"])
+    for mode in MODES:
+        assert summary["results"][mode]["overall"]["items"] == 37
+        assert summary["results"][mode]["overall"]["accuracy"] == pytest.approx(accuracy[mode])
+    assert list((tmp_path / "uploads").iterdir()) == []  # the batch's images went with it
