@@ -134,7 +134,7 @@ def test_batch_tab_reports_broken_rows_and_keeps_the_rest(demo_engine, phantoms,
     tab = BatchTab(backend, uploads_folder=tmp_path / "uploads")
     (tmp_path / "uploads").mkdir()
     kept = {}  # the downloads as Gradio copies them after each update (the batch's folder goes)
-    for status, table, files in tab.run(str(tmp_path / "list.json"), str(images), None,
+    for status, table, files in tab.run(str(tmp_path / "list.json"), str(images), None,  # noqa: B007
                                         list(MODES), []):  # fmt: skip
         kept = {Path(f).name.split("-", 3)[-1]: Path(f).read_bytes() for f in files or ()}
     assert "Finished: 37 of 37 cases" in status and "3 record(s) skipped" in status
@@ -145,7 +145,11 @@ def test_batch_tab_reports_broken_rows_and_keeps_the_rest(demo_engine, phantoms,
     assert table.count("<tr>") == 1 + 37 and "/etc/passwd" not in table
     assert str(tmp_path) not in table and "data:image/jpeg;base64," in table
     assert sorted(kept) == [
-        "results.csv", "results.json", "summary.csv", "summary.json", "summary.png"
+        "results.csv",
+        "results.json",
+        "summary.csv",
+        "summary.json",
+        "summary.png",
     ]
     (tmp_path / "results.csv").write_bytes(kept["results.csv"])
     accuracy = outputs.read_accuracy(tmp_path / "results.csv")
