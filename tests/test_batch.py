@@ -6,6 +6,7 @@ Run: `.venv/bin/python -m pytest tests/test_batch.py -q` (CPU, offline; the bund
 """
 
 import csv
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -158,3 +159,90 @@ def test_batch_tab_reports_broken_rows_and_keeps_the_rest(demo_engine, phantoms,
         assert summary["results"][mode]["overall"]["items"] == 37
         assert summary["results"][mode]["overall"]["accuracy"] == pytest.approx(accuracy[mode])
     assert list((tmp_path / "uploads").iterdir()) == []  # the batch's images went with it
+
+
+# ------------------------------------------------------------------------ a launched server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`python app.py` serving the bundled demo policy (its default)."""
+    from conftest import launch_app
+
+    app = launch_app(tmp_path_factory.mktemp("batch-app"))
+    yield app
+    app.stop()
+
+
+def call_batch(server, cases: Path, images: Path, **extra) -> Path:
+    from gradio_client import Client, handle_file
+
+    client = Client(server.url, verbose=False)
+    return Path(
+        client.predict(
+            cases=handle_file(str(cases)),
+            images=handle_file(str(images)),
+            modes=list(MODES),
+            checks=[],
+            api_name="/batch",
+            **extra,
+        )
+    )
+
+
+def test_server_batch_accuracy_equals_trainer_eval(server, phantoms, tmp_path):
+    from trainer.eval import evaluate
+
+    records = json.loads((phantoms / "test.json").read_text())
+    assert len(records) == 40
+    (tmp_path / "cases.json").write_text(json.dumps(records))
+    images = zip_of(phantoms, records, tmp_path / "images.zip")
+    result = call_batch(server, tmp_path / "cases.json", images)
+    rows = list(csv.DictReader(io.StringIO(result.read_text(encoding="utf-8"))))
+    assert len(rows) == 80 and {r["mode"] for r in rows} == set(MODES)
+    assert all(r["image"].startswith("cases/Images/") for r in rows)  # the ZIP's own paths
+    assert (
+        str(phantoms) not in result.read_text() and str(server.upload_dir) not in result.read_text()
+    )
+
+    out = tmp_path / "eval"
+    argv = ["--model", str(DEMO_POLICY), "--data", str(phantoms / "test.json"), "--out", str(out)]
+    assert evaluate.main([*argv, "--quiet", "--device", "cpu"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    accuracy = outputs.read_accuracy(result)
+    for mode in MODES:
+        assert accuracy[mode] == pytest.approx(summary["results"][mode]["overall"]["accuracy"])
+    # The batch's images went with it; nothing from the files reached the log.
+    assert not [p for p in server.upload_dir.rglob("image-*")]
+    log = server.log_text()
+    assert "batch: 40 cases, 0 skipped" in log
+    assert "Images/" not in log and records[0]["problem"][:30] not in log
+
+
+def test_server_batch_with_three_broken_records(server, phantoms, tmp_path):
+    records = broken(json.loads((phantoms / "test.json").read_text()))
+    (tmp_path / "cases.json").write_text(json.dumps(records))
+    images = zip_of(phantoms, records, tmp_path / "images.zip")
+    result = call_batch(server, tmp_path / "cases.json", images)
+    rows = list(csv.DictReader(io.StringIO(result.read_text(encoding="utf-8"))))
+    answered = [r for r in rows if r["mode"]]
+    assert len(answered) == 2 * 37 and len({r["case"] for r in answered}) == 37
+    skipped = {r["case"]: r["problem"] for r in rows if not r["mode"]}
+    assert list(skipped) == ["row 4", "row 11", "row 21"]
+    assert skipped["row 4"] == "image Images/nowhere/missing.png is not in the ZIP"
+    assert skipped["row 11"] == "the image path must be a path inside the ZIP"
+    assert skipped["row 21"].startswith("answer 'G' is not one of the options A-")
+
+
+def test_server_batch_refuses_bad_uploads_with_a_sentence(server, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    (tmp_path / "notes.txt").write_text("just some text, not a case list")
+    (tmp_path / "fake.zip").write_bytes(b"not a zip at all")
+    with pytest.raises(AppError, match="damaged or incomplete"):
+        call_batch(server, tmp_path / "notes.txt", tmp_path / "fake.zip")
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w") as archive:
+        archive.writestr("readme.md", "nothing here")
+    with pytest.raises(AppError, match="neither JSON nor a CSV"):
+        call_batch(server, tmp_path / "notes.txt", tmp_path / "empty.zip")
+    assert server.process.poll() is None  # still serving

@@ -204,13 +204,13 @@ class BatchTab:
             logger.info("batch refused: case_list")
             yield render.message_html(str(error), "warning"), "", None
 
-    def api(self, cases_file, images_zip, policy=None, modes=None, checks=None) -> str:
+    def api(self, cases, images, policy=None, modes=None, checks=None) -> str:
         """`/batch`: the whole batch, then its results CSV (one row per case and mode, then one
         per record left out, with its reason); a batch that cannot run raises a sentence.
         """
         try:
             last = None
-            for last in self.batch(cases_file, images_zip, policy, modes, checks):  # noqa: B007
+            for last in self.batch(cases, images, policy, modes, checks):  # noqa: B007
                 if last[2] == last[3]:
                     stem = f"{OUTPUT_PREFIX}{secrets.token_hex(6)}"
                     out = Path(tempfile.mkdtemp(prefix="downloads-", dir=self.uploads))
