@@ -11,6 +11,8 @@ that returns the results CSV (`/batch`, docs/api.md).
 
 Privacy: the ZIP's images are written into a folder of this batch inside the private upload
 folder and deleted with it when the batch ends; the uploads themselves are deleted once read.
+The downloads get a folder of their own there, served only under their random names
+(`web.uploads.UploadGuard`) and deleted by the upload sweep (`cache_minutes`) or at shutdown.
 Cases are shown by the person's own paths inside their ZIP, never a server path; nothing from
 the files is logged. No torch here.
 
@@ -134,8 +136,8 @@ class BatchTab:
     # ---------------------------------------------------------------------------------- run
 
     def batch(self, cases_file, images_zip, policy, modes, checks, progress=None):
-        """Yields (lines, problems, finished, total, thumbnails, folder) as cases finish; the
-        uploads are deleted once read and the batch's folder when the iteration ends."""
+        """Yields (lines, problems, finished, total, thumbnails) as cases finish; the uploads
+        are deleted once read, the batch's folder (its images) when the iteration ends."""
         server = self.config.server
         chosen = read_modes(modes)
         controls = read_checks(list(checks) if checks is not None else [])
@@ -169,7 +171,7 @@ class BatchTab:
             # as many cases in flight as the shared batch holds rows (modes and controls)
             workers = max(1, server.max_batch_rows // (len(chosen) + len(controls)))
             lines, problems, total = [], list(cases.problems), len(cases.items)
-            yield lines, problems, 0, total, thumbnails, folder
+            yield lines, problems, 0, total, thumbnails
             done = 0
             asked = ask_items(answer, cases.items, chosen, controls, workers, read)
             for done, (item, result) in enumerate(asked, 1):
@@ -178,7 +180,7 @@ class BatchTab:
                 else:
                     lines.extend(aided_lines(item, result, chosen))
                     thumbnails[item.id] = thumbnails.pop(item.record.image, "")
-                yield lines, problems, done, total, thumbnails, folder
+                yield lines, problems, done, total, thumbnails
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -188,13 +190,15 @@ class BatchTab:
         try:
             updates = self.batch(cases_file, images_zip, policy, modes, checks)
             stem = f"{OUTPUT_PREFIX}{secrets.token_hex(6)}"
-            for lines, problems, done, total, thumbs, folder in updates:
+            out = None  # the downloads' own folder: they outlive the batch's images
+            for lines, problems, done, total, thumbs in updates:
                 progress((done, total), desc="cases", unit="cases")
                 now = time.perf_counter()
                 if done < total and now - shown < UPDATE_SECONDS:
                     continue
                 shown = now
-                files = write_downloads(lines, problems, folder, stem, final=done == total)
+                out = out or Path(tempfile.mkdtemp(prefix="downloads-", dir=self.uploads))
+                files = write_downloads(lines, problems, out, stem, final=done == total)
                 status = status_html(done, total, problems, now - started)
                 yield status, table_html(lines, thumbs, problems), files
         except RequestError as error:
@@ -203,6 +207,10 @@ class BatchTab:
         except CaseListError as error:
             logger.info("batch refused: case_list")
             yield render.message_html(str(error), "warning"), "", None
+        except Exception as error:  # never the server: one line in the log, a sentence shown
+            logger.warning("batch failed: %s", type(error).__name__)
+            sentence = "The batch stopped on an unexpected error; finished rows are kept above."
+            yield render.message_html(sentence, "error"), gr.update(), gr.update()
 
     def api(self, cases, images, policy=None, modes=None, checks=None) -> str:
         """`/batch`: the whole batch, then its results CSV (one row per case and mode, then one
@@ -221,11 +229,9 @@ class BatchTab:
         raise gr.Error("The batch ended without results.", print_exception=False)
 
 
-def write_downloads(lines, problems, folder: Path, stem: str, final: bool) -> list[str]:
+def write_downloads(lines, problems, out: Path, stem: str, final: bool) -> list[str]:
     """Results CSV and JSON (records left out at the end); once the batch is done and answers
     were given, the accuracy summary as `trainer eval` writes it, and its figure."""
-    out = folder / "downloads"
-    out.mkdir(exist_ok=True)
     csv_path, json_path = outputs.write_results(lines, out, f"{stem}-results", problems)
     files = [str(csv_path), str(json_path)]
     modes = tuple(dict.fromkeys(line["mode"] for line in lines))
@@ -300,7 +306,7 @@ def _answer_cell(line: dict | None) -> str:
     if line is None:
         return "<td>-</td>"
     letter = line.get("prediction")
-    shown = html.escape(letter) if letter in LETTERS else "no answer"
+    shown = html.escape(letter) if letter and letter in LETTERS else "no answer"
     probability = line.get("probability")
     if probability is not None:
         shown += f" <small>{100 * probability:.0f}%</small>"
