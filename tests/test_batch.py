@@ -131,7 +131,8 @@ def test_batch_tab_reports_broken_rows_and_keeps_the_rest(demo_engine, phantoms,
     (tmp_path / "list.json").write_text(json.dumps(records))
     images = zip_of(phantoms, records, tmp_path / "images.zip")
     info = ModelInfo("demo", None, None, None, None, None, "cpu", "float32", 1, "image-only")
-    backend = Backend(info=info, answer=demo_engine.answer, stream=demo_engine.stream)
+    backend = Backend(info=info, answer=demo_engine.answer, stream=demo_engine.stream,
+                      answer_many=demo_engine.answer_many)  # fmt: skip
     tab = BatchTab(backend, uploads_folder=tmp_path / "uploads")
     (tmp_path / "uploads").mkdir()
     kept = {}  # the downloads as Gradio copies them after each update (the batch's folder goes)
@@ -247,3 +248,33 @@ def test_server_batch_refuses_bad_uploads_with_a_sentence(server, tmp_path):
     with pytest.raises(AppError, match="neither JSON nor a CSV"):
         call_batch(server, tmp_path / "notes.txt", tmp_path / "empty.zip")
     assert server.process.poll() is None  # still serving
+
+
+def test_stopping_a_batch_keeps_its_finished_rows(demo_engine, phantoms, tmp_path, monkeypatch):
+    """Stop (Gradio closes the handler's generator): the last downloads hold the rows finished
+    so far, and the batch's images are deleted at once."""
+    from medr1_demo.results import ModelInfo
+    from medr1_demo.web import batch as batch_tab
+    from medr1_demo.web.handlers import Backend
+
+    monkeypatch.setattr(batch_tab, "UPDATE_SECONDS", 0.0)  # every finished case redraws
+    records = json.loads((phantoms / "test.json").read_text())
+    (tmp_path / "list.json").write_text(json.dumps(records))
+    images = zip_of(phantoms, records, tmp_path / "images.zip")
+    info = ModelInfo("demo", None, None, None, None, None, "cpu", "float32", 1, "image-only")
+    backend = Backend(info=info, answer=demo_engine.answer, stream=demo_engine.stream,
+                      answer_many=demo_engine.answer_many)  # fmt: skip
+    (tmp_path / "uploads").mkdir()
+    tab = batch_tab.BatchTab(backend, uploads_folder=tmp_path / "uploads")
+    run = tab.run(str(tmp_path / "list.json"), str(images), None, list(MODES), [])
+    for status, table, files in run:  # noqa: B007
+        if "Running: 0 of" not in status and table.count("<tr>") >= 1 + 8:
+            break
+    run.close()
+    assert "Running:" in status and "of 40 cases" in status
+    shown = table.count("<tr>") - 1
+    assert 8 <= shown < 40
+    results = next(Path(f) for f in files if f.endswith("results.csv"))
+    rows = list(csv.DictReader(io.StringIO(results.read_text(encoding="utf-8"))))
+    assert len({r["case"] for r in rows}) == shown and len(rows) == 2 * shown
+    assert not list((tmp_path / "uploads").rglob("image-*"))  # the batch's images are gone

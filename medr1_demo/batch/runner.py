@@ -5,10 +5,10 @@ asked and scored the same way in both. Two ways to ask:
 
 - `answer_rows(engine, rows, settings, problems)`: the engine's `complete_many` (continuous
   batching over all rows; text only). Images are read a batch ahead while the model generates.
-- `ask_items(answer, items, modes, checks, workers)`: each item through `answer(image, question,
-  options=..., modes=..., checks=...)` (the engine's or the app's `answer`, which a running
-  scheduler batches with everyone else's rows), `workers` items in flight; gives each mode's
-  option probabilities and the trust-aid checks besides the text.
+- `ask_items(answer_many, items, modes, checks, workers, group)`: groups of items through the
+  engine's `answer_many` (each group one request, which a running scheduler batches with
+  everyone else's rows), `workers` groups in flight; gives each mode's option probabilities and
+  the trust-aid checks besides the text.
 
 Both score with `scores.score` into one result line per (item, mode) (`result_line`). No torch
 here: the engine is passed in.
@@ -25,7 +25,14 @@ from dataclasses import dataclass
 
 from medr1_demo.batch import scores
 from medr1_demo.batch.sources import Problem, Record
-from medr1_demo.protocol import MODES, TRAINING_PROMPTS, build_prompt, split_question
+from medr1_demo.protocol import (
+    MODES,
+    TRAINING_PROMPTS,
+    Question,
+    QuestionError,
+    build_prompt,
+    split_question,
+)
 from medr1_demo.results import Busy
 
 
@@ -214,42 +221,58 @@ def answer_rows(
 
 
 def ask_items(
-    answer: Callable,
+    answer_many: Callable,
     items: list[Item],
     modes,
     checks=(),
-    workers: int = 8,
+    workers: int = 4,
+    group: int = 8,
     read=picture,
 ) -> Iterator[tuple[Item, dict | str]]:
     """(item, {mode: ModeAnswer}) as items finish, or (item, reason) for one that cannot be asked.
 
-    Up to `workers` items are in flight at once (a shared scheduler batches their rows); a full
-    queue (`Busy`) is waited out. Closing the iterator stops the items not yet started.
+    `answer_many([(image, Question), ...], modes=..., checks=...)` answers a group of cases as
+    one request (the engine's `answer_many`): `group` items per request, `workers` requests in
+    flight (a shared scheduler batches their rows with everyone else's); a full queue (`Busy`)
+    is waited out. Closing the iterator stops the groups not yet started.
     """
 
-    def one(item: Item):
-        try:
-            image = read(item.record.image, 0)
-        except Exception as err:  # noqa: BLE001 (a ScanError's sentence, or the decoder's)
-            return item, f"image does not decode ({err})"
-        text, options = split_question(item.record.question)
-        while True:
+    def one(chunk: list[Item]) -> list[tuple[Item, dict | str]]:
+        asked, done = [], []
+        for item in chunk:
             try:
-                return item, answer(image, text, options=options, modes=modes, checks=list(checks))
+                image = read(item.record.image, 0)
+            except Exception as err:  # noqa: BLE001 (a ScanError's sentence, or the decoder's)
+                done.append((item, f"image does not decode ({err})"))
+                continue
+            try:
+                asked.append((item, image, Question.ask(*split_question(item.record.question))))
+            except QuestionError as err:
+                done.append((item, str(err)))
+        while asked:
+            cases = [(image, question) for _, image, question in asked]
+            try:
+                answers = answer_many(cases, modes=modes, checks=list(checks))
             except Busy:
                 time.sleep(0.05)
-            except Exception as err:  # noqa: BLE001 (a generation error: this item only)
-                return item, f"could not be answered ({type(err).__name__})"
+                continue
+            except Exception as err:  # noqa: BLE001 (a generation error: this group only)
+                answers = [f"could not be answered ({type(err).__name__})"] * len(asked)
+            done += [(item, result) for (item, _, _), result in zip(asked, answers, strict=True)]
+            break
+        return done
 
+    # longest question first, as `order_rows`: a group's rows join the batch with little padding
+    items = sorted(items, key=lambda item: -len(item.record.question))
+    chunks = (items[i : i + max(1, group)] for i in range(0, len(items), max(1, group)))
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="batch")
-    waiting = iter(items)
-    running = {pool.submit(one, item) for item in _take(waiting, max(1, workers))}
+    running = {pool.submit(one, chunk) for chunk in _take(chunks, max(1, workers))}
     try:
         while running:
             done, running = wait(running, return_when=FIRST_COMPLETED)
-            running |= {pool.submit(one, item) for item in _take(waiting, len(done))}
+            running |= {pool.submit(one, chunk) for chunk in _take(chunks, len(done))}
             for future in done:
-                yield future.result()
+                yield from future.result()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 

@@ -1,8 +1,8 @@
 """The Batch tab and the `/batch` endpoint: a case list and a ZIP of images in, results out.
 
-`BatchTab.run` (the page) reads the upload with `medr1_demo.batch.cases`, asks every case
-through the backend's `answer` (`medr1_demo.batch.runner.ask_items`: a running scheduler batches
-its rows with everyone else's) and yields, as cases finish, a status line, the results table and
+`BatchTab.run` (the page) reads the upload with `medr1_demo.batch.cases`, asks the cases in
+groups through the backend's `answer_many` (`medr1_demo.batch.runner.ask_items`: a running
+scheduler batches their rows with everyone else's) and yields, as cases finish, a status line, the results table and
 the downloads: results CSV and JSON (one row per case and mode) and, when the list gives
 answers, the accuracy summary as `trainer eval` writes it (summary.csv, summary.json) with its
 PNG figure. A bad record is listed as `row N: reason` and skipped. Stopping a batch keeps the
@@ -157,6 +157,7 @@ class BatchTab:
                     "None of the cases can be run. " + "; ".join(cases.problems[:5]), "no_cases"
                 )
             logger.info("batch: %d cases, %d skipped", len(cases.items), len(cases.problems))
+            started = time.perf_counter()
             thumbnails: dict[str, str] = {}  # case -> its thumbnail (by the private path first)
 
             def read(path, size):
@@ -164,22 +165,29 @@ class BatchTab:
                 thumbnails[path] = thumbnail_uri(image)
                 return image
 
-            def answer(image, text, **kwargs):
-                return self.backend.answer(image, text, settings=self.config.decoding,
-                                           **kwargs, **extra)  # fmt: skip
+            def answer_many(asked, **kwargs):
+                kwargs = {**kwargs, "settings": self.config.decoding, **extra}
+                if self.backend.answer_many is not None:
+                    return self.backend.answer_many(asked, **kwargs)
+                return [self.backend.answer(image, q, **kwargs) for image, q in asked]
 
-            # as many cases in flight as the shared batch holds rows (modes and controls)
-            workers = max(1, server.max_batch_rows // (len(chosen) + len(controls)))
+            # Groups of cases, each one request whose rows join the shared batch together; as
+            # many groups in flight as the batch holds, and a few waiting to take their places.
+            per_case = len(chosen) + len(controls)
+            group = max(1, min(8, server.max_batch_rows // (4 * per_case)))
+            workers = server.max_batch_rows // (group * per_case) + max(1, server.queue_size // 4)
             lines, problems, total = [], list(cases.problems), len(cases.items)
             yield lines, problems, 0, total, thumbnails
             done = 0
-            asked = ask_items(answer, cases.items, chosen, controls, workers, read)
+            asked = ask_items(answer_many, cases.items, chosen, controls, workers, group, read)
             for done, (item, result) in enumerate(asked, 1):
                 if isinstance(result, str):
                     problems.append(f"{item.id}: {result}")
                 else:
                     lines.extend(aided_lines(item, result, chosen))
                     thumbnails[item.id] = thumbnails.pop(item.record.image, "")
+                if done == total:
+                    logger.info("batch: answered in %.1f s", time.perf_counter() - started)
                 yield lines, problems, done, total, thumbnails
         finally:
             shutil.rmtree(folder, ignore_errors=True)
