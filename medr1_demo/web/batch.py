@@ -135,7 +135,7 @@ class BatchTab:
 
     # ---------------------------------------------------------------------------------- run
 
-    def batch(self, cases_file, images_zip, policy, modes, checks, progress=None):
+    def batch(self, cases_file, images_zip, policy, modes, checks, with_thumbnails: bool = True):
         """Yields (lines, problems, finished, total, thumbnails) as cases finish; the uploads
         are deleted once read, the batch's folder (its images) when the iteration ends."""
         server = self.config.server
@@ -162,7 +162,8 @@ class BatchTab:
 
             def read(path, size):
                 image = picture(path, size)
-                thumbnails[path] = thumbnail_uri(image)
+                if with_thumbnails:  # the page shows them; the API returns a CSV only
+                    thumbnails[path] = thumbnail_uri(image)
                 return image
 
             def answer_many(asked, **kwargs):
@@ -226,7 +227,7 @@ class BatchTab:
         """
         try:
             last = None
-            for last in self.batch(cases, images, policy, modes, checks):  # noqa: B007
+            for last in self.batch(cases, images, policy, modes, checks, False):  # noqa: B007
                 if last[2] == last[3]:
                     stem = f"{OUTPUT_PREFIX}{secrets.token_hex(6)}"
                     out = Path(tempfile.mkdtemp(prefix="downloads-", dir=self.uploads))
