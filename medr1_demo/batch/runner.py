@@ -34,6 +34,7 @@ from medr1_demo.protocol import (
     split_question,
 )
 from medr1_demo.results import Busy
+from medr1_demo.scan.types import ScanError
 
 
 @dataclass(frozen=True)
@@ -242,8 +243,11 @@ def ask_items(
         for item in chunk:
             try:
                 image = read(item.record.image, 0)
-            except Exception as err:  # noqa: BLE001 (a ScanError's sentence, or the decoder's)
-                done.append((item, f"image does not decode ({err})"))
+            except ScanError as err:  # a sentence for the person (never a path)
+                done.append((item, f"image does not decode: {err}"))
+                continue
+            except Exception:  # noqa: BLE001 (a decoder's own message may hold a path)
+                done.append((item, "image does not decode"))
                 continue
             try:
                 asked.append((item, image, Question.ask(*split_question(item.record.question))))

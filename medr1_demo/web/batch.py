@@ -235,6 +235,11 @@ class BatchTab:
                     return str(csv_path)  # Gradio serves a copy; the sweep deletes both
         except (RequestError, CaseListError) as error:
             raise gr.Error(str(error), print_exception=False) from None
+        except Exception as error:  # never the server: one line in the log, a sentence back
+            logger.warning("batch failed: %s", type(error).__name__)
+            raise gr.Error(
+                "The batch stopped on an unexpected error.", print_exception=False
+            ) from None
         raise gr.Error("The batch ended without results.", print_exception=False)
 
 
