@@ -278,3 +278,30 @@ def test_stopping_a_batch_keeps_its_finished_rows(demo_engine, phantoms, tmp_pat
     rows = list(csv.DictReader(io.StringIO(results.read_text(encoding="utf-8"))))
     assert len({r["case"] for r in rows}) == shown and len(rows) == 2 * shown
     assert not list((tmp_path / "uploads").rglob("image-*"))  # the batch's images are gone
+
+
+def test_omnimedvqa_list_and_the_guard_serves_downloads_only(phantoms, tmp_path):
+    """An OmniMedVQA QA list reads as the trainer reads it; inside the private upload folder the
+    guard serves a batch's downloads (by their random names) and nothing else."""
+    from medr1_demo.web.uploads import UploadGuard
+
+    record = json.loads((phantoms / "test.json").read_text())[0]
+    omni = [{"question": "Which modality?", "option_A": "CT", "option_B": "MRI", "gt_answer": "MRI",
+             "image_path": record["image"], "modality_type": "MR", "question_type": "Modality",
+             "question_id": "q1", "dataset": "phantoms"}]  # fmt: skip
+    (tmp_path / "qa.json").write_text(json.dumps(omni))
+    images = zip_of(phantoms, [record], tmp_path / "images.zip")
+    (tmp_path / "private").mkdir()
+    cases = read_cases(tmp_path / "qa.json", images, tmp_path / "private", 10, 1 << 30)
+    (item,) = cases.items
+    assert item.record.question == "Which modality? A)CT, B)MRI" and item.record.letter == "B"
+    assert item.record.modality == "MRI" and not cases.problems
+
+    folder = tmp_path / "uploads"
+    guard = UploadGuard(None, folder)
+    inside = f"/gradio_api/file={folder}/abc/"
+    assert not guard.refused(inside + "medr1-batch-0123456789ab-results.csv")
+    assert not guard.refused(inside + "medr1-batch-0123456789ab-summary.png")
+    assert guard.refused(inside + "upload-0123456789abcdef")
+    assert guard.refused(inside + "image-3.png")
+    assert guard.refused(inside + "medr1-batch-0123456789ab-results.csv.png")
