@@ -105,6 +105,9 @@ def make_backend(catalogue, library, config: AppConfig, serving: str):
     def stream(image, question, *, policy=None, **kwargs):
         yield from engine(policy).stream(image, question, **kwargs)
 
+    def answer_many(cases, *, policy=None, **kwargs):
+        return engine(policy).answer_many(cases, **kwargs)
+
     def describe(name):
         if name not in library.loaded():
             return None
@@ -119,6 +122,7 @@ def make_backend(catalogue, library, config: AppConfig, serving: str):
         info=describe(default),
         answer=on_gpu(answer, seconds),
         stream=on_gpu(stream, seconds),
+        answer_many=on_gpu(answer_many, seconds),
         notice=notice_for(catalogue.default),
         serving=serving,
         policies=(default, *(n for n in catalogue.names if n != default)),

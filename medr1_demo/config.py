@@ -128,6 +128,11 @@ class ServerConfig:
     max_option_chars: int = setting(300, "longest answer option accepted, in characters")
     max_upload_mb: int = setting(200, "largest upload accepted, in megabytes")
     cache_minutes: float = setting(30.0, "uploads are deleted this many minutes after arriving")
+    max_batch_cases: int = setting(200, "most cases in one batch (the Batch tab and /batch)")
+    max_batch_mb: int = setting(
+        1024, "most megabytes of images a batch's ZIP may unpack to (the ZIP's own size is "
+        "bounded by max_upload_mb)"
+    )  # fmt: skip
     gpu_seconds: int = setting(120, "ZeroGPU time asked for per answer (Hugging Face Spaces only)")
 
 
@@ -317,7 +322,8 @@ def validate(config: AppConfig) -> AppConfig:
     positive = {
         "server": ("concurrency", "queue_size", "max_batch_rows", "max_loaded_policies",
                    "max_question_chars", "max_option_chars",
-                   "max_upload_mb", "cache_minutes", "gpu_seconds"),
+                   "max_upload_mb", "cache_minutes", "gpu_seconds", "max_batch_cases",
+                   "max_batch_mb"),
         "decoding": ("max_new_tokens_thinking", "max_new_tokens_no_thinking", "temperature"),
     }  # fmt: skip
     for section, names in positive.items():

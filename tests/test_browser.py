@@ -282,3 +282,55 @@ def test_an_example_can_be_clicked_again_after_it_was_answered(tmp_path):
                 browser.close()
     finally:
         server.stop()
+
+
+def test_page_runs_a_small_batch_and_downloads_the_csv(app_server, tmp_path):
+    """The Batch tab: a CSV case list and a ZIP of phantom images in, the table filled, and the
+    results CSV downloaded through the page's link (one row per case and mode)."""
+    import csv
+    import io
+    import zipfile
+
+    from playwright.sync_api import sync_playwright
+
+    from trainer.phantoms.synth import write_dataset
+
+    write_dataset(tmp_path / "data", 8, seed=5, test_fraction=0.5, image_size=64, dicom=False,
+                  progress=False)  # fmt: skip
+    records = json.loads((tmp_path / "data" / "test.json").read_text())[:4]
+    with zipfile.ZipFile(tmp_path / "images.zip", "w") as archive:
+        for record in records:
+            archive.write(tmp_path / "data" / record["image"], record["image"])
+    with open(tmp_path / "cases.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "question", "options", "answer"])
+        for record in records:
+            writer.writerow([record["image"], record["problem"], "", ""])  # no answers
+    with sync_playwright() as playwright:
+        browser = _browser(playwright, tmp_path)
+        try:
+            page = browser.new_page()
+            page.goto(app_server.url)
+            page.get_by_role("tab", name="Batch").click()
+            page.set_input_files("#batch-cases input[type=file]", str(tmp_path / "cases.csv"))
+            page.set_input_files("#batch-images input[type=file]", str(tmp_path / "images.zip"))
+            for box in ("#batch-cases", "#batch-images"):  # both uploads arrived
+                page.wait_for_selector(f"{box} .file-preview", timeout=20_000)
+            page.click("#batch-run")
+            page.wait_for_function(
+                "() => /Finished: 4 of 4/.test(document.querySelector('#batch-status').innerText)",
+                timeout=60_000,
+            )
+            assert page.locator("#batch-table tbody tr").count() == 4
+            assert page.locator("#batch-table img").count() == 4  # thumbnails, inlined
+            link = page.locator('#batch-downloads a[download$="results.csv"]').first
+            with page.expect_download() as download:
+                link.click()
+            text = Path(download.value.path()).read_text(encoding="utf-8")
+            page.screenshot(path=str(ARTIFACTS / "browser-batch.png"), full_page=True)
+        finally:
+            browser.close()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 8 and {r["case"] for r in rows} == {f"row {n}" for n in range(1, 5)}
+    assert {r["image"] for r in rows} == {r["image"] for r in records}
+    assert all(r["correct"] == "" for r in rows)  # no answer given: answered, not scored

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from medr1_demo import protocol
-from trainer.train import data, sources, validate
+from medr1_demo.batch import sources
+from trainer.train import data, validate
 from trainer.train.arguments import ScriptArguments
 
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from medr1_demo.batch import scores
 from medr1_demo.policy.engine import PolicyEngine
 from medr1_demo.protocol import (
     MEDR1_EVAL_PROMPTS,
@@ -27,7 +28,7 @@ from medr1_demo.protocol import (
     build_prompt,
     solution_letter,
 )
-from trainer.eval import evaluate, matrix, scores
+from trainer.eval import evaluate, matrix
 from trainer.eval.run_folder import RESULTS, RunMismatch, read_results
 from trainer.phantoms.synth import write_dataset
 

@@ -10,12 +10,12 @@ import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
 
+from medr1_demo.batch.sources import Record
 from medr1_demo.policy.engine import PolicyEngine
 from medr1_demo.policy.picture import MEDR1_RELEASE_SIZE, as_trained, training_size
 from medr1_demo.protocol import NO_THINKING, build_prompt, format_question, make_solution
 from medr1_demo.web.handlers import Backend, Handlers
 from trainer.eval import evaluate
-from trainer.train.sources import Record
 
 ROOT = Path(__file__).resolve().parents[1]
 

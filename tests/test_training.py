@@ -344,8 +344,8 @@ def test_a_1e6_adam_step_moves_fp32_master_weights(bf16_checkpoint, phantoms, tm
 def test_medr1_sft_layout_asks_as_medr1_and_trains_on_the_whole_sequence(
     tiny_checkpoint, phantoms, tmp_path
 ):
+    from medr1_demo.batch.sources import read_records
     from trainer.train.data import build_dataset
-    from trainer.train.sources import read_records
 
     records = read_records([str(phantoms)], None)[0][:2]
     plain, thinking = (

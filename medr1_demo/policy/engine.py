@@ -4,6 +4,7 @@
     answers = engine.answer(image, "Which organ is shown?", ["Liver", "Kidney"])
     for partial in engine.stream(image, question, options): ...  # dict: mode -> ModeAnswer
     for finished in engine.complete_many(requests, batch_size=64): ...  # many questions
+    answers = engine.answer_many([(image, question), ...])  # many questions, aided, as one request
 
 Run `python -m medr1_demo.policy.engine MODEL IMAGE "question" "A" "B" ...` to answer one question.
 """
@@ -252,14 +253,17 @@ class PolicyEngine:
         """Answer through a shared `Scheduler` (many users, one batch); None: per request."""
         self.scheduler = scheduler
 
-    def generate_rows(self, rows: list[Row], settings: DecodingConfig) -> Iterator[RowsUpdate]:
+    def generate_rows(
+        self, rows: list[Row], settings: DecodingConfig, stream: bool = True
+    ) -> Iterator[RowsUpdate]:
         """Growing updates of `rows`, the last one done with each row's recorded letter scores.
 
         Through the scheduler when there is one (its decoding settings apply), else in one batch
-        of this request's own; stopping the iteration early cancels the rows.
+        of this request's own; stopping the iteration early cancels the rows. Without `stream`
+        the scheduler sends the final update only.
         """
         if self.scheduler is not None and self.scheduler.running:
-            yield from self.scheduler.submit(rows)
+            yield from self.scheduler.submit(rows, stream)
             return
         cancel, box = threading.Event(), {}
         streamer = BatchStreamer([row.limit for row in rows], self.stop_ids)
@@ -320,6 +324,27 @@ class PolicyEngine:
         for final in self._ask(image, question, options, modes, settings, checks, partial=False):  # noqa: B007
             pass
         return final
+
+    def answer_many(self, cases, modes=MODES, settings=None, checks=None) -> list[dict]:
+        """Several (image, `Question`) cases as ONE request: their rows are prefilled and join
+        the batch together (a batch of cases costs fewer, larger steps than one request per
+        case). Each case's answers are those `answer` gives it: mode -> ModeAnswer."""
+        settings = settings or DecodingConfig()
+        plans = [asking.plan(image, question, modes, settings, checks) for image, question in cases]
+        final = None
+        rows = [row for plan in plans for row in plan.rows]
+        for final in self.generate_rows(rows, settings, stream=False):  # noqa: B007
+            pass
+        if final is None or not final.done:
+            raise GenerationError("Generation ended without an answer.")
+        answers, start = [], 0
+        for plan in plans:
+            end = start + len(plan.rows)
+            steps = final.steps[start:end] if final.steps else None
+            part = RowsUpdate(final.tokens[start:end], final.finished[start:end], True, steps)
+            answers.append(asking.final_answers(self, plan, part))
+            start = end
+        return answers
 
     def _ask(self, image, question, options, modes, settings, checks, partial: bool):
         asked = question if isinstance(question, Question) else Question.ask(question, options)

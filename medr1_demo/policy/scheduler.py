@@ -42,8 +42,9 @@ STOPPED = "The server is shutting down; please try again in a moment."
 class Ticket:
     """One request's rows in the scheduler; iterate it for its updates."""
 
-    def __init__(self, key: int, rows: list[Row], inputs, stop_ids: set[int]):
+    def __init__(self, key: int, rows: list[Row], inputs, stop_ids: set[int], stream=True):
         self.key, self.rows, self.inputs, self.stop_ids = key, rows, inputs, stop_ids
+        self.stream = stream  # False: only the final update (nothing copied per step)
         self.start = time.perf_counter()
         self.tokens: list[list[int]] = [[] for _ in rows]
         self.finished: list[float | None] = [None] * len(rows)
@@ -65,6 +66,8 @@ class Ticket:
             self.finished[row] = time.perf_counter() - self.start
 
     def publish(self) -> None:
+        if not self.stream:
+            return
         self._updates.put(RowsUpdate([list(t) for t in self.tokens], list(self.finished)))
 
     def row_done(self, row: int, tokens: list[int]) -> None:
@@ -182,9 +185,10 @@ class Scheduler:
     def running(self) -> bool:
         return self._thread.is_alive() and not self._stopping and not self._draining
 
-    def submit(self, rows: list[Row]) -> Ticket:
+    def submit(self, rows: list[Row], stream: bool = True) -> Ticket:
         """Queue `rows` (one request); Busy when the queue is full, GenerationError when the
-        rows cannot be prepared (e.g. a picture the processor refuses)."""
+        rows cannot be prepared (e.g. a picture the processor refuses). Without `stream` the
+        ticket yields its final update only."""
         if not rows:
             raise ValueError("a request needs at least one row")
         with self._wake:
@@ -193,7 +197,7 @@ class Scheduler:
             if len(self._waiting) >= self.queue_size:
                 raise Busy(BUSY)
         inputs = self.engine.model_inputs([r.image for r in rows], [r.prompt for r in rows])
-        ticket = Ticket(next(self._numbers), rows, inputs, self.engine.stop_ids)
+        ticket = Ticket(next(self._numbers), rows, inputs, self.engine.stop_ids, stream)
         with self._wake:
             if len(self._waiting) >= self.queue_size:
                 raise Busy(BUSY)

@@ -5,10 +5,11 @@ entry count and directory size first (so a directory of a million entries is ref
 Python parses it), then the members' declared sizes and the archive's compression ratio. While
 inflating, every member is read in bounded chunks and may not outgrow what the directory
 declared, and the whole upload may not outgrow `MAX_TOTAL_BYTES`. Nothing is ever written to disk:
-members are read into memory. Member names are used only to skip what is not a scan
+members are read into memory (a batch's images are then written to its private folder,
+`medr1_demo.batch.cases`). Member names are used only to skip what is not a scan
 (folders, `__MACOSX`, hidden files, DICOMDIR indexes) and names that would leave the archive's
 folder (`../`, absolute paths, drive letters), which are skipped and counted; a name is never
-used as a path, shown or logged.
+used as a path or logged, and shown only as a batch's case list names its own images.
 
     source = ZipSource(path)                 # ScanError for a bomb, a damaged or locked ZIP
     for i in range(len(source)): head = source.head(i)
@@ -167,6 +168,15 @@ class ZipSource(Source):
 
     def read(self, index: int) -> bytes:
         return self._inflate(self.members[index], self.members[index].file_size)
+
+    def name(self, index: int) -> str:
+        """A member's path inside the ZIP (names that would leave it are never listed): for a
+        batch's case list to name its images by; shown only to the person who sent the ZIP."""
+        return "/".join(_parts(self.members[index].filename))
+
+    def size(self, index: int) -> int:
+        """A member's declared inflated size, in bytes."""
+        return self.members[index].file_size
 
     def close(self) -> None:
         self.zip.close()

@@ -69,6 +69,9 @@ class Backend:
     loaded: Callable[[str], bool] | None = None  # whether a policy is loaded already
     sizes: dict[str, int | None] = field(default_factory=dict)  # name -> picture side trained at
     notices: dict[str, str | None] = field(default_factory=dict)  # name -> its warning, if any
+    # engine.answer_many([(image, Question), ...], modes=..., settings=..., checks=...): several
+    # cases as one request (the Batch tab); None: one `answer` call per case
+    answer_many: Callable[..., list[dict[str, ModeAnswer]]] | None = None
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 `build_demo(backend, config)` returns the Blocks; `app.py` loads the engine, wraps its calls in a
 `Backend`, and launches with `launch_options(config)` (theme, css, auth, ...).
 
-Named API endpoints: `/answer` (one JSON result) and `/answer_stream` (growing JSON results); see
-docs/api.md. Page-only events are private: they are not part of the API.
+Named API endpoints: `/answer` (one JSON result), `/answer_stream` (growing JSON results) and
+`/batch` (a case list and a ZIP of images -> the results CSV); see docs/api.md. Page-only events
+are private: they are not part of the API. The Batch tab is `medr1_demo.web.batch`.
 """
 
 import json
@@ -18,6 +19,7 @@ from medr1_demo.policy.catalogue import AUTO
 from medr1_demo.protocol import MAX_OPTIONS, MIN_OPTIONS, MODALITIES, MODES, NO_THINKING, THINKING
 from medr1_demo.scan.windowing import WINDOW_CHOICES
 from medr1_demo.web import aids, render
+from medr1_demo.web.batch import BatchTab
 from medr1_demo.web.handlers import FROM_SCAN, Backend, Handlers
 from medr1_demo.web.scans import PLANE_NAMES
 from medr1_demo.web.uploads import Sweeper, UploadGuard
@@ -27,7 +29,7 @@ EXAMPLES_DIR = ROOT / "assets" / "examples"
 CSS = Path(__file__).with_name("page.css").read_text(encoding="utf-8")
 MODE_CHOICES = [(render.MODE_LABELS[m], m) for m in MODES]
 PRIVATE = {"api_visibility": "private"}
-API_NAMES = ("answer", "answer_stream")  # the only events callable by raw HTTP
+API_NAMES = ("answer", "answer_stream", "batch")  # the only events callable by raw HTTP
 
 __all__ = ["Backend", "Handlers", "build_demo", "launch_options", "load_examples", "theme"]
 
@@ -120,6 +122,7 @@ def build_demo(
     # Every file the API names must be an upload: in this folder (Gradio's, without `uploads`).
     api_root = uploads or gr.utils.get_upload_folder()
     handlers = Handlers(backend, config, uploads=uploads, api_root=api_root)
+    batch_tab = BatchTab(backend, config, uploads)
     server = config.server
     age = max(1, round(server.cache_minutes * 60))  # uploads older than this are deleted...
     every = min(300, max(1, age // 4))  # ...by a sweep this often, and all at shutdown
@@ -128,95 +131,105 @@ def build_demo(
 
     with gr.Blocks(title="Med-R1 clinician demo", analytics_enabled=False) as demo:
         gr.HTML(_header(backend))
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=5, min_width=320):
-                gr.HTML('<h2 class="medr1-h2">Scan</h2>')
-                scan_file = gr.File(
-                    label="Scan: a DICOM file, several (a series) or a ZIP of them, a NIfTI "
-                    "volume (.nii, .nii.gz), or a PNG/JPEG picture",
-                    file_count="multiple",
-                    type="filepath",
-                    height=150,
-                    elem_id="scan-file",
-                )
-                scan_notes = gr.HTML(elem_id="scan-notes")
-                series = gr.Dropdown([], label="Series", visible=False, elem_id="series")
-                preview = gr.HTML(render.preview_html(None), elem_id="scan-preview")
-                frame = gr.Slider(1, 2, value=1, step=1, label="Frame", visible=False,
-                                  elem_id="slice")  # fmt: skip
-                plane = gr.Radio(list(PLANE_NAMES), label="Plane", visible=False, elem_id="plane")
-                window = gr.Dropdown(
-                    list(WINDOW_CHOICES), value="auto", label="Window", visible=False
-                )
-                with gr.Accordion("Scan details (identifiers removed)", open=False):
-                    meta = gr.HTML(elem_id="scan-meta")
-            with gr.Column(scale=7, min_width=420):
-                gr.HTML('<h2 class="medr1-h2">Question</h2>')
-                question = gr.Textbox(
-                    label="Question",
-                    lines=2,
-                    max_length=server.max_question_chars,
-                    placeholder="What imaging technique is employed for obtaining this image?",
-                    elem_id="question",
-                )
-                options = gr.Textbox(
-                    label=f"Answer options, one per line ({MIN_OPTIONS} to {MAX_OPTIONS}); "
-                    "they become A, B, C, …",
-                    lines=4,
-                    placeholder="CT\nMRI\nX-Ray\nUltrasound",
-                    elem_id="options",
-                )
-                policy, hint, compare = _policy_row(backend)
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("One case", id="one-case"):
                 with gr.Row(equal_height=False):
-                    modes = gr.CheckboxGroup(
-                        MODE_CHOICES, value=list(MODES), label="Modes", scale=3, elem_id="modes"
-                    )
-                    checks = gr.CheckboxGroup(
-                        aids.CHECK_CHOICES,
-                        value=list(aids.DEFAULT_CHECKS),
-                        label="Checks beside the answers",
-                        info="Each asks the question once more in the same batch.",
-                        scale=4,
-                        elem_id="checks",
-                    )
-                    split = gr.Button(
-                        "Split A)… B)… options out of the question",
-                        size="sm",
-                        variant="secondary",
-                        scale=2,
-                        elem_id="split",
-                    )
-                asked = gr.HTML(elem_id="asked")
-                run = gr.Button("Answer", variant="primary", elem_id="run")
-                status = gr.HTML(elem_id="status")
-                with gr.Row(equal_height=False):
-                    with gr.Column(elem_id="col-thinking", min_width=240):
-                        think_card = gr.HTML(render.answer_card(THINKING, None))
-                        with gr.Accordion("Reasoning", open=True):
-                            think_rationale = gr.HTML(render.rationale_html(None))
-                        with gr.Accordion("Raw output", open=False):
-                            think_raw = gr.HTML(render.raw_output_html(None))
-                    with gr.Column(elem_id="col-no-thinking", min_width=240):
-                        plain_card = gr.HTML(render.answer_card(NO_THINKING, None))
-                        with gr.Accordion("Raw output", open=False):
-                            plain_raw = gr.HTML(render.raw_output_html(None))
-                agree = gr.HTML(render.agreement_html(None), elem_id="agreement")
-                second = gr.HTML(elem_id="compare")
-                gr.HTML(f'<p class="medr1-legend">{aids.AIDS_LEGEND}</p>')
+                    with gr.Column(scale=5, min_width=320):
+                        gr.HTML('<h2 class="medr1-h2">Scan</h2>')
+                        scan_file = gr.File(
+                            label="Scan: a DICOM file, several (a series) or a ZIP of them, a NIfTI "
+                            "volume (.nii, .nii.gz), or a PNG/JPEG picture",
+                            file_count="multiple",
+                            type="filepath",
+                            height=150,
+                            elem_id="scan-file",
+                        )
+                        scan_notes = gr.HTML(elem_id="scan-notes")
+                        series = gr.Dropdown([], label="Series", visible=False, elem_id="series")
+                        preview = gr.HTML(render.preview_html(None), elem_id="scan-preview")
+                        frame = gr.Slider(1, 2, value=1, step=1, label="Frame", visible=False,
+                                          elem_id="slice")  # fmt: skip
+                        plane = gr.Radio(
+                            list(PLANE_NAMES), label="Plane", visible=False, elem_id="plane"
+                        )
+                        window = gr.Dropdown(
+                            list(WINDOW_CHOICES), value="auto", label="Window", visible=False
+                        )
+                        with gr.Accordion("Scan details (identifiers removed)", open=False):
+                            meta = gr.HTML(elem_id="scan-meta")
+                    with gr.Column(scale=7, min_width=420):
+                        gr.HTML('<h2 class="medr1-h2">Question</h2>')
+                        question = gr.Textbox(
+                            label="Question",
+                            lines=2,
+                            max_length=server.max_question_chars,
+                            placeholder="What imaging technique is employed for obtaining this image?",
+                            elem_id="question",
+                        )
+                        options = gr.Textbox(
+                            label=f"Answer options, one per line ({MIN_OPTIONS} to {MAX_OPTIONS}); "
+                            "they become A, B, C, …",
+                            lines=4,
+                            placeholder="CT\nMRI\nX-Ray\nUltrasound",
+                            elem_id="options",
+                        )
+                        policy, hint, compare = _policy_row(backend)
+                        with gr.Row(equal_height=False):
+                            modes = gr.CheckboxGroup(
+                                MODE_CHOICES,
+                                value=list(MODES),
+                                label="Modes",
+                                scale=3,
+                                elem_id="modes",
+                            )
+                            checks = gr.CheckboxGroup(
+                                aids.CHECK_CHOICES,
+                                value=list(aids.DEFAULT_CHECKS),
+                                label="Checks beside the answers",
+                                info="Each asks the question once more in the same batch.",
+                                scale=4,
+                                elem_id="checks",
+                            )
+                            split = gr.Button(
+                                "Split A)… B)… options out of the question",
+                                size="sm",
+                                variant="secondary",
+                                scale=2,
+                                elem_id="split",
+                            )
+                        asked = gr.HTML(elem_id="asked")
+                        run = gr.Button("Answer", variant="primary", elem_id="run")
+                        status = gr.HTML(elem_id="status")
+                        with gr.Row(equal_height=False):
+                            with gr.Column(elem_id="col-thinking", min_width=240):
+                                think_card = gr.HTML(render.answer_card(THINKING, None))
+                                with gr.Accordion("Reasoning", open=True):
+                                    think_rationale = gr.HTML(render.rationale_html(None))
+                                with gr.Accordion("Raw output", open=False):
+                                    think_raw = gr.HTML(render.raw_output_html(None))
+                            with gr.Column(elem_id="col-no-thinking", min_width=240):
+                                plain_card = gr.HTML(render.answer_card(NO_THINKING, None))
+                                with gr.Accordion("Raw output", open=False):
+                                    plain_raw = gr.HTML(render.raw_output_html(None))
+                        agree = gr.HTML(render.agreement_html(None), elem_id="agreement")
+                        second = gr.HTML(elem_id="compare")
+                        gr.HTML(f'<p class="medr1-legend">{aids.AIDS_LEGEND}</p>')
 
-        rows, labels = load_examples(examples_dir)
-        # The gallery: a Dataset whose click is a queued page event like the others (Gradio's
-        # Examples load through an unqueued raw route, which the upload guard closes).
-        gallery = gr.Dataset(
-            components=[scan_file, question, options],
-            samples=rows,
-            sample_labels=labels,
-            type="index",
-            label="Example cases (synthetic phantoms, no patient data)",
-            samples_per_page=16,
-            visible=bool(rows),
-            elem_id="examples",
-        )
+                rows, labels = load_examples(examples_dir)
+                # The gallery: a Dataset whose click is a queued page event like the others (Gradio's
+                # Examples load through an unqueued raw route, which the upload guard closes).
+                gallery = gr.Dataset(
+                    components=[scan_file, question, options],
+                    samples=rows,
+                    sample_labels=labels,
+                    type="index",
+                    label="Example cases (synthetic phantoms, no patient data)",
+                    samples_per_page=16,
+                    visible=bool(rows),
+                    elem_id="examples",
+                )
+            with gr.Tab("Batch", id="batch"):
+                batch_tab.build(PRIVATE)
         with gr.Accordion("Model", open=True):
             panel = render.model_panel(
                 backend.info, backend.notice, backend.serving, policy=_default(backend)

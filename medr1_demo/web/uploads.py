@@ -14,8 +14,9 @@ Here instead:
   leaving an empty temporary file behind per request.
 - `UploadGuard` (ASGI middleware) refuses every file URL inside the private folder (Gradio 6.31
   serves files at `/gradio_api/file=<path>` and `/gradio_api/file/<path>`; both, with or without
-  the prefix, percent-encoded or not: nothing an upload left is ever served, to anyone), and every
-  raw HTTP call (`call`, `call/v2`, `run`, `api`) of an event that is not one of the named API
+  the prefix, percent-encoded or not: nothing an upload left is ever served, to anyone; only a
+  batch's downloads, named `medr1-batch-<random>-results.csv` and the like, are), and every raw
+  HTTP call (`call`, `call/v2`, `run`, `api`) of an event that is not one of the named API
   endpoints (Gradio's `api_visibility="private"` only hides them from the listing).
 - The page's handlers delete an upload as soon as it has been read into memory
   (`medr1_demo.scan.cache`), so it lives on disk for a moment only.
@@ -39,6 +40,8 @@ PREFIX = "process-"
 # Gradio's raw routes that run an event by name, and the two that serve a file by path.
 _CALL = re.compile(r"/gradio_api/(?:call/v2|call|run|api)/([^/?]+)")
 _FILE = re.compile(r"/file[=/]")
+# A batch's downloads (web.batch): the only files inside the folder that are ever served.
+_DOWNLOAD = re.compile(r"medr1-batch-[0-9a-f]{12}-(?:results|summary)\.(?:csv|json|png)")
 
 
 def _alive(pid: int) -> bool:
@@ -226,11 +229,13 @@ class UploadGuard:
 
     def _inside(self, target: str) -> bool:
         """Whether a file route's path names the upload folder or anything in it (as Gradio
-        would read it, lexically, or with its links followed)."""
+        would read it, lexically, or with its links followed), a batch's download aside."""
         try:
             found = {_lexical(target), Path(target).resolve()}
         except (OSError, ValueError):
             return True
+        if all(_DOWNLOAD.fullmatch(p.name) for p in found):  # results, by an unguessable name
+            return False
         return any(f == p or f in p.parents for f in self.folders for p in found)
 
     async def __call__(self, scope, receive, send):

@@ -5,7 +5,7 @@
     python -m trainer eval --model outputs/grpo-demo --data data/phantoms/test.json --limit 50
 
 Every (item, mode) row is asked through the shared engine and protocol (greedy, 256 new tokens by
-default) and scored with `trainer.eval.scores`. `--prompts` picks what is asked: `training` (the
+default) and scored with `medr1_demo.batch.scores`. `--prompts` picks what is asked: `training` (the
 default: the templates the policy was trained on, as the app asks), `medr1-eval` (Med-R1's
 evaluation scripts' strings, to compare with published numbers) or `zero-shot` (its zero-shot
 script's, no-thinking only). `--official_scoring qwen2-vl|qwen2.5-vl` scores as those released
@@ -22,55 +22,42 @@ Output folder:
     run.json        the model, prompt set and settings the results were made with (a rerun must
                     match)
     summary.json / summary.csv   accuracy per test file, modality, question type, overall (also
-                    printed as a table); `--official_scoring` writes summary_official.* (qwen2-vl)
+                    printed as a table); summary.png draws it, one bar per mode (the Batch tab
+                    draws the same); `--official_scoring` writes summary_official.* (qwen2-vl)
                     or summary_official_qwen2.5-vl.* instead
 Bad records (unreadable, missing image, ...) are reported as `file:index: reason` and skipped.
+
+This command is a thin layer over `medr1_demo.batch` (reading, the batch loop, scoring), which
+the app's Batch tab runs too; it adds the resumable output folder and the printed table.
 """
 
 import argparse
-import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from medr1_demo.protocol import MODES, PROMPT_SETS, TRAINING_PROMPTS, build_prompt, prompt_modes
+from medr1_demo.batch import outputs, scores
+from medr1_demo.batch.runner import (  # the batch loop, shared with the app's Batch tab
+    Item,
+    Row,
+    Settings,
+    answer_rows,
+    load_images,
+    missing_images,
+    order_rows,
+    plan_rows,
+    result_line,
+    token_lengths,
+)
+from medr1_demo.batch.sources import Problem, find_data_files, read_records
+from medr1_demo.protocol import MODES, PROMPT_SETS, TRAINING_PROMPTS, prompt_modes
 from trainer.eval import run_folder as runs
-from trainer.eval import scores
-from trainer.train.sources import Problem, Record, find_data_files, read_records
+
+__all__ = ["Item", "Row", "Settings", "evaluate", "load_images", "main", "result_line"]
 
 
 class EvalError(Exception):
     """The evaluation cannot go on; str(err) says why in plain words."""
-
-
-@dataclass(frozen=True)
-class Item:
-    """One question of one data file; `id` is `file:index`, stable across runs."""
-
-    id: str
-    file: str
-    record: Record
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How to run: modes, batch size, token budget, image size (None: the policy's; 0: keep)."""
-
-    modes: tuple[str, ...] = MODES
-    batch_size: int = 64
-    max_new_tokens: int = 256
-    image_size: int | None = None
-    progress: bool = True
-    continuous_batching: bool = True
-    prompts: str = TRAINING_PROMPTS  # the protocol prompt set rows are asked with
-
-
-@dataclass(frozen=True)
-class Row:
-    item: Item
-    mode: str
-    prompt: str
 
 
 # ---------------------------------------------------------------------------------------- items
@@ -132,137 +119,16 @@ def _file_of(source: str, files: list[str]) -> str:
     return max((f for f in files if source.startswith(f)), key=len, default=source)
 
 
-# ---------------------------------------------------------------------------------------- rows
-
-
-def plan_rows(
-    items: list[Item], modes, done: set[tuple[str, str]], prompts: str = TRAINING_PROMPTS
-) -> list[Row]:
-    """The rows still to run, in the items' order, asked with the `prompts` set."""
-    return [
-        Row(item, mode, build_prompt(item.record.question, mode, prompts))
-        for item in items
-        for mode in modes
-        if (item.id, mode) not in done
-    ]
-
-
-def order_rows(rows: list[Row], modes, length=None) -> list[Row]:
-    """One mode after the other, longest prompt first within a mode (see the module docstring).
-
-    `length` maps a list of prompts to their lengths (default: characters).
-    """
-    rank = {mode: i for i, mode in enumerate(modes)}
-    counts = (length or (lambda prompts: [len(p) for p in prompts]))([r.prompt for r in rows])
-    lengths = dict(zip((id(r) for r in rows), counts, strict=True))
-    return sorted(rows, key=lambda r: (rank[r.mode], -lengths[id(r)]))
-
-
-def token_lengths(engine):
-    """A prompts -> token counts function from the engine's tokenizer; None when it has none."""
-    tokenizer = getattr(getattr(engine, "processor", None), "tokenizer", None)
-    if tokenizer is None:
-        return None
-    return lambda prompts: [
-        len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    ]
-
-
-def load_images(rows: list[Row]) -> list:
-    """Each row's image (one read per distinct file), or a plain-words reason it cannot be used.
-
-    Read as the scan reader reads it: the engine makes it the picture the policy trained on
-    (`medr1_demo.policy.picture`), exactly as the app does.
-    """
-    from medr1_demo.scan.reader import ScanError
-    from trainer.train.data import open_image  # the training data's loader: the same pictures
-
-    loaded: dict[str, object] = {}
-    for path in dict.fromkeys(row.item.record.image for row in rows):
-        try:
-            loaded[path] = open_image(path, 0)
-        except (ScanError, OSError, ValueError) as err:
-            loaded[path] = f"image does not decode ({err})"
-    return [loaded[row.item.record.image] for row in rows]
-
-
-def missing_images(rows: list[Row]) -> tuple[list[Row], list[Problem]]:
-    """The rows whose image file exists, and one Problem per record whose image is missing."""
-    exists = {path: os.path.isfile(path) for path in {row.item.record.image for row in rows}}
-    problems = {
-        row.item.id: Problem(
-            row.item.record.source,
-            row.item.record.index,
-            f"image not found: {row.item.record.image}",
-        )
-        for row in rows
-        if not exists[row.item.record.image]
-    }
-    return [row for row in rows if exists[row.item.record.image]], list(problems.values())
-
-
-def result_line(row: Row, text: str, tokens: int, prompts: str = TRAINING_PROMPTS) -> dict:
-    """One line of results.jsonl: the item, its labels, the scoring and the raw completion."""
-    record = row.item.record
-    return {
-        "id": row.item.id,
-        "file": row.item.file,
-        "index": record.index,
-        "mode": row.mode,
-        "answer": record.letter,
-        "n_options": record.n_options,
-        "modality": record.modality,
-        "question_type": record.question_type,
-        **scores.score(text, row.mode, record.letter, record.n_options, prompts),
-        "tokens": tokens,
-        "raw": text,
-    }
-
-
-def requests(rows: list[Row], settings: Settings, problems: dict[str, Problem]):
-    """(image, prompt, limit) per row whose image reads, in order; images read a batch ahead.
-
-    A row whose image cannot be used is recorded in `problems` and skipped; yields (row, request).
-    """
-    size = settings.batch_size
-    chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(load_images, chunks[0]) if chunks else None
-        for k, chunk in enumerate(chunks):
-            images = pending.result()
-            if k + 1 < len(chunks):  # read the next batch's images while this one generates
-                pending = pool.submit(load_images, chunks[k + 1])
-            for row, image in zip(chunk, images, strict=True):
-                if isinstance(image, str):
-                    record = row.item.record
-                    problems[row.item.id] = Problem(record.source, record.index, image)
-                else:
-                    yield row, (image, row.prompt, settings.max_new_tokens)
-
-
 def run_rows(engine, rows: list[Row], settings: Settings, writer) -> list[Problem]:
     """Generate and score `rows`, writing results as rows finish; the records whose image failed."""
     from tqdm.auto import tqdm
 
     problems: dict[str, Problem] = {}
-    asked: list[Row] = []  # request index -> row
-
-    def ask():
-        for row, request in requests(rows, settings, problems):
-            asked.append(row)
-            yield request
-
     bar = tqdm(total=len(rows), desc="eval", unit="answer", disable=not settings.progress)
     with bar:
-        answers = engine.complete_many(
-            ask(),
-            batch_size=settings.batch_size,
-            continuous_batching=settings.continuous_batching,
-        )
-        for finished in answers:
-            lines = [result_line(asked[i], text, n, settings.prompts) for i, text, n in finished]
+        for lines in answer_rows(engine, rows, settings, problems):
             writer.write(lines)
-            bar.update(len(finished))
+            bar.update(len(lines))
     return list(problems.values())
 
 
@@ -343,6 +209,8 @@ def report(
     summary["prompts"] = settings.prompts
     skipped = {"count": len(problems), "records": [str(p) for p in problems]}
     scores.write_summary(summary, folder, {"skipped": skipped, **(extra or {})})
+    if results:
+        outputs.accuracy_figure(summary, Path(folder) / f"{scores.SUMMARY_STEMS[scoring]}.png")
     if not quiet:
         for problem in problems[:50]:
             print(f"skipped {problem}", file=sys.stderr)

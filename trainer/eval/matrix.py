@@ -28,8 +28,9 @@ import re
 import sys
 from pathlib import Path
 
+from medr1_demo.batch import scores
 from medr1_demo.protocol import MODES, NO_THINKING, PROMPT_SETS, THINKING, TRAINING_PROMPTS
-from trainer.eval import evaluate, scores
+from trainer.eval import evaluate
 from trainer.eval.run_folder import RunMismatch
 
 CORNER = "trained on \\ tested on"

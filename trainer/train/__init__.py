@@ -4,8 +4,7 @@ grpo.py       `python -m trainer grpo`          sft.py        `python -m trainer
 validate.py   `python -m trainer validate`      merge.py      `python -m trainer merge`
 arguments.py  the recipe's script arguments (TrlParser)
 batch.py      the global batch per optimizer step; accumulation from the process count
-sources.py    reading Med-R1 split files, OmniMedVQA QA files, JSONL and saved datasets
-data.py       validating every record up front; the TRL rows
+data.py       validating every record (read by medr1_demo.batch.sources); the TRL rows
 rewards.py    Med-R1's rewards by name
 policy.py     the policy a run starts from: folder, processor, LoRA, 4/8-bit
 outputs.py    what a run leaves: a servable checkpoint, metadata, training curves

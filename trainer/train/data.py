@@ -1,7 +1,7 @@
 """Training data for GRPO and SFT: read, validate every record up front, filter, split, build TRL rows.
 
 `prepare_data(script_args)` is what `python -m trainer grpo|sft|validate` run before any model is
-loaded. It reads the data files (`trainer.train.sources`), checks every record and raises `DataError`
+loaded. It reads the data files (`medr1_demo.batch.sources`), checks every record and raises `DataError`
 listing each bad one as `file:index: reason` unless `skip_invalid` is set. The checks:
 
 - the image exists and decodes. `image_check="quick"` (default) reads PNG files chunk by chunk
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from medr1_demo import protocol
-from trainer.train.sources import (
+from medr1_demo.batch.sources import (
     MODALITY_PATTERNS,
     QUESTION_TYPES,
     Problem,
@@ -306,12 +306,11 @@ def open_image(path: str, size: int):
     GRPO's sampler reads each prompt `num_generations` times in a row; the small cache decodes it
     once (64 pictures of 384x384 are ~28 MB).
     """
-    from medr1_demo.policy.picture import as_trained
-    from medr1_demo.scan.reader import load_scan
+    from medr1_demo.batch.runner import picture
 
-    # The scan reader flattens transparency as Med-R1's official path does (RGBA onto white), so
+    # Read as the scan reader reads it (RGBA onto white, as Med-R1's official path does), so
     # training, `trainer eval` and the app see the same picture.
-    return as_trained(load_scan(path).image, size or None)
+    return picture(path, size)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
-"""Scoring one answer and summarising many: the tables `python -m trainer eval` prints and writes.
+"""Scoring one answer and summarising many: the tables `trainer eval` and the Batch tab write.
 
 No torch and no model here: everything works on the per-item result dicts that the evaluator
 writes as JSON Lines (`results.jsonl`), so a summary can always be rebuilt from that file alone:
 
-    from trainer.eval import scores
-    from trainer.eval.run_folder import read_results
-    results = read_results("outputs/eval/VQA_CT/results.jsonl")
+    from medr1_demo.batch import scores
+    lines = open("outputs/eval/VQA_CT/results.jsonl", encoding="utf-8").read().splitlines()
+    results = [json.loads(line) for line in lines]
     summary = scores.summarise(results, modes=("thinking", "no-thinking"))
     print(scores.format_table(summary))
 
