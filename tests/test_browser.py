@@ -44,26 +44,54 @@ def dicom_example(fallback: Path) -> tuple[Path, str, str]:
     return fallback, "Which imaging modality is used?", "CT\nMRI\nX-Ray\nUltrasound"
 
 
+def _browser(playwright, tmp_path):
+    """Debian's chromium with a fresh profile: no state from earlier runs."""
+    return playwright.chromium.launch_persistent_context(
+        str(tmp_path / "profile"),
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=CHROMIUM_FLAGS,
+        viewport={"width": 1400, "height": 1100},
+    )
+
+
+def _choose(page, elem_id: str, value: str) -> None:
+    """Pick `value` in a Gradio dropdown."""
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    box.fill(value)
+    page.locator("ul[role=listbox] li", has_text=value).first.click()
+
+
+def _wait_answered(page, column: str) -> None:
+    page.wait_for_function(
+        """sel => { const c = document.querySelector(sel + ' .medr1-card');
+                    return c && /tokens/.test(c.textContent)
+                           && !c.classList.contains('medr1-running'); }""",
+        arg=column,
+        timeout=60_000,
+    )
+
+
+def _open_and_ask(page, url: str, scan: Path, question: str, options: str) -> None:
+    """Open the page, upload `scan`, wait for its preview and fill in the question."""
+    page.goto(url)
+    page.set_input_files("#scan-file input[type=file]", str(scan))
+    page.wait_for_selector("#scan-preview img", timeout=20_000)
+    page.fill("#question textarea", question)
+    page.fill("#options textarea", options)
+
+
 def test_page_answers_a_dicom_in_both_columns(app_server, ct_dicom, tmp_path):
     from playwright.sync_api import sync_playwright
 
     scan, question, options = dicom_example(ct_dicom)
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),  # a fresh profile: no state from earlier runs
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1400, "height": 1000},
-        )
+        browser = _browser(playwright, tmp_path)
         try:
             page = browser.new_page()
-            page.goto(app_server.url)
-            page.set_input_files("#scan-file input[type=file]", str(scan))
-            page.wait_for_selector("#scan-preview img", timeout=20_000)
-            page.fill("#question textarea", question)
-            page.fill("#options textarea", options)
+            _open_and_ask(page, app_server.url, scan, question, options)
             page.wait_for_selector("#asked .medr1-asked", timeout=10_000)
             page.click("#run")
             # Both columns finished: each card shows its token count and no "generating" chip.
@@ -97,20 +125,10 @@ def test_page_shows_option_probabilities_and_both_checks(tmp_path):
     server = launch_app(tmp_path)
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch_persistent_context(
-                str(tmp_path / "profile"),
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=CHROMIUM_FLAGS,
-                viewport={"width": 1400, "height": 1100},
-            )
+            browser = _browser(playwright, tmp_path)
             try:
                 page = browser.new_page()
-                page.goto(server.url)
-                page.set_input_files("#scan-file input[type=file]", str(scan))
-                page.wait_for_selector("#scan-preview img", timeout=20_000)
-                page.fill("#question textarea", question)
-                page.fill("#options textarea", options)
+                _open_and_ask(page, server.url, scan, question, options)
                 page.click("#run")
                 for column in ("#col-thinking", "#col-no-thinking"):
                     page.wait_for_selector(f"{column} .medr1-probs .medr1-prob", timeout=30_000)
@@ -125,34 +143,6 @@ def test_page_shows_option_probabilities_and_both_checks(tmp_path):
                 browser.close()
     finally:
         server.stop()
-
-
-def _browser(playwright, tmp_path):
-    return playwright.chromium.launch_persistent_context(
-        str(tmp_path / "profile"),
-        executable_path=str(CHROMIUM),
-        headless=True,
-        args=CHROMIUM_FLAGS,
-        viewport={"width": 1400, "height": 1100},
-    )
-
-
-def _choose(page, elem_id: str, value: str) -> None:
-    """Pick `value` in a Gradio dropdown."""
-    box = page.locator(f"#{elem_id} input")
-    box.click()
-    box.fill(value)
-    page.locator("ul[role=listbox] li", has_text=value).first.click()
-
-
-def _wait_answered(page, column: str) -> None:
-    page.wait_for_function(
-        """sel => { const c = document.querySelector(sel + ' .medr1-card');
-                    return c && /tokens/.test(c.textContent)
-                           && !c.classList.contains('medr1-running'); }""",
-        arg=column,
-        timeout=60_000,
-    )
 
 
 def test_the_picker_switches_policy_compares_two_and_survives_a_broken_one(tmp_path, release_cache):
@@ -179,11 +169,7 @@ def test_the_picker_switches_policy_compares_two_and_survives_a_broken_one(tmp_p
             browser = _browser(playwright, tmp_path)
             try:
                 page = browser.new_page()
-                page.goto(server.url)
-                page.set_input_files("#scan-file input[type=file]", str(scan))
-                page.wait_for_selector("#scan-preview img", timeout=20_000)
-                page.fill("#question textarea", question)
-                page.fill("#options textarea", options)
+                _open_and_ask(page, server.url, scan, question, options)
                 _choose(page, "policy", "Broken policy")
                 page.click("#run")
                 page.wait_for_selector("#status .medr1-msg-error", timeout=60_000)

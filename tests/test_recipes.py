@@ -108,8 +108,14 @@ def test_epochs_follow_med_r1s_scripts():
 def test_the_2_epoch_recipes_differ_from_their_base_only_in_epochs(mode):
     folder = ROOT / "configs" / "qwen2-vl-2b" / "grpo"
     base, variant = (parse(folder / f"config_{mode}{end}.yaml") for end in ("", "_2ep"))
-    free = {"num_train_epochs", "output_dir", "logging_dir", "description", "run_name",
-            "distributed_state"}  # (a runtime object, not a setting)
+    free = {
+        "num_train_epochs",
+        "output_dir",
+        "logging_dir",
+        "description",
+        "run_name",
+        "distributed_state",
+    }  # (a runtime object, not a setting)
     for ours, theirs in zip(base, variant, strict=True):
         ours, theirs = vars(ours), vars(theirs)
         differ = {k for k in ours if k not in free and ours[k] != theirs.get(k)}

@@ -75,7 +75,7 @@ def write_task_data(folder: Path, settings: Settings) -> tuple[Path, Path]:
     items = synth.plan(settings.n, settings.seed)
     files = []
     for name, part in zip(
-        ("train", "test"), synth.split(items, settings.seed, settings.test_fraction)
+        ("train", "test"), synth.split(items, settings.seed, settings.test_fraction), strict=True
     ):
         mine = [item for item in part if item.question_type == TASK]
         for item in mine:
