@@ -5,6 +5,7 @@
     results.py    what the engine returns (answers per mode, the loaded policy's description)
     scan/         uploads -> the picture the model sees + safe metadata (DICOM, pictures)
     policy/       checkpoints, the engine (both modes, streaming), batching, the tiny builder
+    batch/        many questions at once: case lists, scoring, tables (Batch tab, trainer eval)
     web/          the Gradio page: layout, handlers, rendering, css (never imports torch)
 
 Package files stay empty: importing the page or the scan reader never pulls in torch.
