@@ -43,6 +43,8 @@ DEFAULT_RECIPE = "configs/demo/policy.yaml"
 BASE_MODEL = "tiny Qwen2-VL (random init)"
 DESCRIPTION = "demo policy trained on synthetic phantoms"
 SFT_DESCRIPTION = "demo policy after SFT only (the served demo policy before its GRPO stage)"
+# Said in the model panel when the build serves its SFT warm start: GRPO did not help this time.
+SFT_SERVED = "SFT only; its GRPO stage did not improve it on the validation split"
 # What the engine reads from a checkpoint folder; optimizer state, trainer state, training
 # arguments and curves stay in the work folder.
 SERVED_FILES = (
@@ -295,7 +297,7 @@ def build(args, argv: list[str]) -> tuple[dict, list[str]]:
         "mode": "both",
         "base_model": BASE_MODEL,
         "adapter": False,
-        "description": DESCRIPTION,
+        "description": DESCRIPTION if chosen is not None else f"{DESCRIPTION} ({SFT_SERVED})",
         "data": {
             "generator": GENERATOR,
             "seed": manifest["seed"],
