@@ -1,6 +1,6 @@
 """`python -m trainer demo`: rebuild the bundled demo policy from scratch, on CPU.
 
-    python -m trainer demo --out assets/demo-policy           # about 27 minutes on 2 cores
+    python -m trainer demo --out assets/demo-policy           # about 40 minutes on 2 cores
     python -m trainer demo --out runs/weak --sft_flags "--max_steps 40"   # any recipe override
 
 One recipe (`configs/demo/policy.yaml`, naming `configs/demo/sft.yaml` and `grpo.yaml`) and this
