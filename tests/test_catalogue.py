@@ -66,6 +66,9 @@ def test_offline_and_uncached_the_catalogue_is_the_bundled_policies():
     catalogue = release_catalogue()
     assert all(entry.folder is not None for entry in catalogue.entries)
     assert catalogue.default.name == "Demo policy (phantoms)"
+    # The build's other stage beside it, so a laptop can compare SFT and GRPO: here GRPO's
+    # checkpoint, as the SFT policy is the one served (an SFT-only folder when GRPO is).
+    assert catalogue.names == ["Demo policy (phantoms)", "Demo policy after GRPO"]
 
 
 def test_a_cached_release_is_served_and_routed_by_modality(offline_hub):
@@ -171,7 +174,7 @@ def test_auto_routes_a_picture_by_the_modality_the_api_names(offline_hub, tmp_pa
 
 def test_no_server_path_appears_in_an_api_result_of_the_bundled_policies(ct_dicom):
     catalogue, library, handlers = release_handlers()  # offline, uncached: the bundled ones
-    # the SFT-only policy beside the demo policy, where the build has written it
+    # the build's other stage beside the demo policy (SFT only, or after GRPO)
     others = [name for name in catalogue.names if name != catalogue.default.name]
     second = others[0] if others else None
     result = handlers.answer_api(str(ct_dicom), "Which?", ["CT", "MRI"], compare=second)

@@ -43,6 +43,7 @@ def test_toy_build_runs_every_stage_and_guards_the_output(tmp_path, capsys):
     (out / "keep.txt").write_text("the earlier policy")
     argv = ["--recipe", str(toy_recipe(tmp_path)), "--work", str(tmp_path / "work")]
     argv += ["--out", str(out), "--sft_out", str(tmp_path / "policy-sft")]
+    argv += ["--grpo_out", str(tmp_path / "policy-grpo")]
     argv += ["--sft_flags", "--max_steps 4 --per_device_train_batch_size 4"]
     argv += ["--grpo_flags", "--max_steps 2 --per_device_train_batch_size 8"]
 
@@ -65,7 +66,13 @@ def test_toy_build_runs_every_stage_and_guards_the_output(tmp_path, capsys):
     assert set(served["validation"]) >= {"sft", "grpo/grpo"}  # the warm start and the final
     assert metadata["data"]["train_records"] + metadata["data"]["test_records"] == 48
     assert 0 < metadata["data"]["validation_records"] < metadata["data"]["train_records"]
+    # The other stage is written beside the served one, so the page can compare the two.
     assert (tmp_path / "policy-sft").exists() == (served["run"] != "sft")
+    assert (tmp_path / "policy-grpo").exists() == (served["run"] == "sft")
+    if served["run"] == "sft":
+        after = json.loads((tmp_path / "policy-grpo" / "medr1_policy.json").read_text())
+        assert (after["method"], after["description"]) == ("sft+grpo", demo.GRPO_DESCRIPTION)
+        assert after["metrics"]["test"] == metadata["metrics"]["test_after_grpo"]
     for stage in ("test", "test_after_sft", "test_after_grpo"):
         for mode in protocol.MODES:
             assert metadata["metrics"][stage][mode]["items"] == metadata["data"]["test_records"]

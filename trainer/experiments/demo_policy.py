@@ -43,6 +43,7 @@ DEFAULT_RECIPE = "configs/demo/policy.yaml"
 BASE_MODEL = "tiny Qwen2-VL (random init)"
 DESCRIPTION = "demo policy trained on synthetic phantoms"
 SFT_DESCRIPTION = "demo policy after SFT only (the served demo policy before its GRPO stage)"
+GRPO_DESCRIPTION = "demo policy after its GRPO stage (not served: SFT beat it on validation)"
 # Said in the model panel when the build serves its SFT warm start: GRPO did not help this time.
 SFT_SERVED = "SFT only; its GRPO stage did not improve it on the validation split"
 # What the engine reads from a checkpoint folder; optimizer state, trainer state, training
@@ -231,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the SFT-only policy beside the served one ('' for none; not written when the SFT "
         "policy is the one served)",
     )
+    parser.add_argument(
+        "--grpo_out",
+        default="assets/demo-policy-grpo",
+        help="GRPO's best checkpoint on validation beside the served one when the SFT policy is "
+        "served ('' for none), to see what GRPO changed",
+    )
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="the pipeline recipe")
     parser.add_argument("--work", default="runs/demo", help="data and intermediate runs")
     parser.add_argument(
@@ -343,6 +350,7 @@ def build(args, argv: list[str]) -> tuple[dict, list[str]]:
         "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     metadata["served_run"] = str(work / "sft" if chosen is None else chosen)
+    metadata["best_grpo_run"] = str(best_grpo)
     return metadata, missed
 
 
@@ -352,6 +360,16 @@ def sft_metadata(served: dict) -> dict:
     return dict(
         served, method="sft", metrics=metrics, description=SFT_DESCRIPTION,
         served={"run": "sft", "why": "the warm start of the served policy, before GRPO"},
+    )  # fmt: skip
+
+
+def grpo_metadata(served: dict, run: Path) -> dict:
+    """The metadata of GRPO's best checkpoint, written beside a served SFT policy."""
+    metrics = dict(served["metrics"], test=served["metrics"]["test_after_grpo"])
+    why = "GRPO's best checkpoint on the validation split; the SFT policy beat it there"
+    return dict(
+        served, method="sft+grpo", metrics=metrics, description=GRPO_DESCRIPTION,
+        served={"run": f"grpo/{run.name}", "why": why},
     )  # fmt: skip
 
 
@@ -377,13 +395,17 @@ def main(argv: list[str]) -> int:
         print(f"\nmissed: {'; '.join(missed)}", file=sys.stderr)
         print(f"{out} left as it was; the run is in {work / 'grpo'}", file=sys.stderr)
         return 1
-    served = Path(metadata.pop("served_run"))
+    served, best_grpo = Path(metadata.pop("served_run")), Path(metadata.pop("best_grpo_run"))
     size = write_policy(served, out, metadata)
     print(f"wrote {out} ({size / 1e6:.1f} MB): {metadata['served']['why']}")
-    if args.sft_out and served != work / "sft":  # the warm start beside it, to compare with
-        before = sft_metadata(metadata)
-        size = write_policy(work / "sft", Path(args.sft_out), before)
+    # The other stage beside it, so the page can compare the two (`configs/app.yaml`).
+    if args.sft_out and served != work / "sft":
+        size = write_policy(work / "sft", Path(args.sft_out), sft_metadata(metadata))
         print(f"wrote {args.sft_out} ({size / 1e6:.1f} MB): the same build before GRPO")
+    if args.grpo_out and served == work / "sft":
+        after = grpo_metadata(metadata, best_grpo)
+        size = write_policy(best_grpo, Path(args.grpo_out), after)
+        print(f"wrote {args.grpo_out} ({size / 1e6:.1f} MB): GRPO's best checkpoint, not served")
     if missed:
         print(f"missed: {'; '.join(missed)}", file=sys.stderr)
         return 1
