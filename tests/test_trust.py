@@ -98,6 +98,8 @@ def test_a_blind_policy_is_flagged_as_not_using_the_image(blind_engine, gallery)
 
 
 def test_the_demo_policy_is_rarely_flagged(demo_engine, gallery):
+    # The bundled policy: 3 of the 16 flagged, with OMP_NUM_THREADS=1 and 2 alike; the nearest
+    # case on the other side keeps its letter at distance 0.15 (threshold 0.1).
     found = verdicts(demo_engine, gallery, NO_THINKING, trust.IMAGE)
     assert found.count("ignores image") <= 0.2 * len(found), found
 
