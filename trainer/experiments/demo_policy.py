@@ -354,22 +354,23 @@ def build(args, argv: list[str]) -> tuple[dict, list[str]]:
     return metadata, missed
 
 
-def sft_metadata(served: dict) -> dict:
-    """The metadata of the SFT-only policy written beside the served one."""
-    metrics = dict(served["metrics"], test=served["metrics"]["test_after_sft"])
-    return dict(
-        served, method="sft", metrics=metrics, description=SFT_DESCRIPTION,
-        served={"run": "sft", "why": "the warm start of the served policy, before GRPO"},
-    )  # fmt: skip
+# The stage not served, written beside the served policy: (method, its test figures,
+# description, why). The run is filled in: "sft", or GRPO's best checkpoint.
+BESIDE = {
+    "sft": ("sft", "test_after_sft", SFT_DESCRIPTION,
+            "the warm start of the served policy, before GRPO"),
+    "grpo": ("sft+grpo", "test_after_grpo", GRPO_DESCRIPTION,
+             "GRPO's best checkpoint on the validation split; the SFT policy beat it there"),
+}  # fmt: skip
 
 
-def grpo_metadata(served: dict, run: Path) -> dict:
-    """The metadata of GRPO's best checkpoint, written beside a served SFT policy."""
-    metrics = dict(served["metrics"], test=served["metrics"]["test_after_grpo"])
-    why = "GRPO's best checkpoint on the validation split; the SFT policy beat it there"
+def beside_metadata(served: dict, stage: str, run: str) -> dict:
+    """The metadata of the stage (`sft` or `grpo`) written beside the served policy."""
+    method, figures, description, why = BESIDE[stage]
+    metrics = dict(served["metrics"], test=served["metrics"][figures])
     return dict(
-        served, method="sft+grpo", metrics=metrics, description=GRPO_DESCRIPTION,
-        served={"run": f"grpo/{run.name}", "why": why},
+        served, method=method, metrics=metrics, description=description,
+        served={"run": run, "why": why},
     )  # fmt: skip
 
 
@@ -400,10 +401,11 @@ def main(argv: list[str]) -> int:
     print(f"wrote {out} ({size / 1e6:.1f} MB): {metadata['served']['why']}")
     # The other stage beside it, so the page can compare the two (`configs/app.yaml`).
     if args.sft_out and served != work / "sft":
-        size = write_policy(work / "sft", Path(args.sft_out), sft_metadata(metadata))
+        before = beside_metadata(metadata, "sft", "sft")
+        size = write_policy(work / "sft", Path(args.sft_out), before)
         print(f"wrote {args.sft_out} ({size / 1e6:.1f} MB): the same build before GRPO")
     if args.grpo_out and served == work / "sft":
-        after = grpo_metadata(metadata, best_grpo)
+        after = beside_metadata(metadata, "grpo", f"grpo/{best_grpo.name}")
         size = write_policy(best_grpo, Path(args.grpo_out), after)
         print(f"wrote {args.grpo_out} ({size / 1e6:.1f} MB): GRPO's best checkpoint, not served")
     if missed:

@@ -106,10 +106,9 @@ def collect(out: Path) -> dict:
     """Read every finished run under `out`; write the tables and figures; the summary."""
     reports = {}
     for path in sorted(out.glob("seed-*-threads-*/weak_start.json")):
+        report = json.loads(path.read_text(encoding="utf-8"))
         threads = int(path.parent.name.rsplit("-", 1)[1])
-        reports[(json.loads(path.read_text(encoding="utf-8"))["settings"]["seed"], threads)] = (
-            json.loads(path.read_text(encoding="utf-8"))
-        )
+        reports[(report["settings"]["seed"], threads)] = report
     if not reports:
         raise SystemExit(f"no finished runs under {out}")
     keys = sorted(reports, key=lambda k: (k[1], k[0]))
