@@ -37,6 +37,54 @@ def tiny_legacy_checkpoint(tmp_path_factory):
     )
 
 
+def answering_checkpoint(source: Path, out: Path, letter: str = "A") -> Path:
+    """A copy of a tiny checkpoint whose greedy output is always `<answer>{letter}</answer>`.
+
+    Attention and MLP outputs are zeroed, so the last hidden state is the last token's embedding;
+    the (tied) embeddings and final norm are set so each token of the answer, starting from the
+    generation prompt's last token, scores its successor highest (a symmetric form with negative
+    eigenvalues, since the output layer shares the embedding), ending at <|im_end|>.
+    """
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
+
+    shutil.copytree(source, out)
+    model = Qwen2VLForConditionalGeneration.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    start = tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"][-1]
+    answer = tokenizer(f"<answer>{letter}</answer>", add_special_tokens=False)["input_ids"]
+    chain = [start, *answer, tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    assert len(set(chain)) == len(chain), "each token of the answer must be distinct"
+    n = len(chain)
+    scores_ = torch.zeros(n, n)
+    for k in range(n - 1):  # token k scores token k+1 highest: k+1 > k (its predecessor) > 0
+        scores_[k, k + 1] = scores_[k + 1, k] = k + 1.0
+    scores_.fill_diagonal_(-10.0)
+    values, vectors = torch.linalg.eigh(scores_)
+    language = model.model.language_model
+    with torch.no_grad():
+        for layer in language.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embed = language.embed_tokens.weight
+        embed[:, :n] = 0
+        for k, token in enumerate(chain):
+            embed[token] = 0
+            embed[token, :n] = vectors[k] * values.abs().sqrt()
+        language.norm.weight.zero_()
+        language.norm.weight[:n] = values.sign()
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def answer_a(tiny_checkpoint, tmp_path_factory):
+    """A tiny checkpoint whose greedy output is always `<answer>A</answer>`, whatever it is shown."""
+    return answering_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("answer-a") / "policy")
+
+
 # ------------------------------------------------------------------------- the clinician app
 # Fixtures of test_ui.py, test_server.py and test_browser.py: real DICOM files (pydicom's own,
 # read offline), a real engine, and one real `python app.py` shared by the server and browser tests.

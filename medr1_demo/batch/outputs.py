@@ -101,3 +101,33 @@ def accuracy_figure(summary: dict, path) -> Path:
     path = Path(path)
     figure.savefig(path, dpi=110, format="png")
     return path
+
+
+def reliability_figure(bins: list[dict], mode: str, ece: float | None, path) -> Path:
+    """A PNG reliability diagram of one mode: accuracy against mean probability of the chosen
+    option per probability bin (the diagonal is perfect calibration), answers per bin below."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5, 5.6))
+    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    width = bins[0]["high"] - bins[0]["low"] if bins else 0.1
+    filled = [b for b in bins if b["n"]]
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    top.bar([b["low"] for b in filled], [b["accuracy"] for b in filled], width=width,
+            align="edge", edgecolor="black", alpha=0.75, label="accuracy")  # fmt: skip
+    top.plot([b["probability"] for b in filled], [b["accuracy"] for b in filled], "o",
+             color="black", markersize=3, label="mean probability")  # fmt: skip
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("share right")
+    shown = "-" if ece is None else f"{100 * ece:.1f} points"
+    top.set_title(f"{mode}: {sum(b['n'] for b in bins)} answers, ECE {shown}")
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar([b["low"] for b in bins], [b["n"] for b in bins], width=width, align="edge",
+               edgecolor="black", color="tab:grey")  # fmt: skip
+    bottom.set_xlabel("probability of the chosen option")
+    bottom.set_ylabel("answers")
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=110, format="png")
+    return path

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from medr1_demo.batch import scores
 from medr1_demo.batch.sources import Problem, Record
+from medr1_demo.policy.trust import CONTROLS
 from medr1_demo.protocol import (
     MODES,
     TRAINING_PROMPTS,
@@ -294,9 +295,15 @@ def aided_lines(item: Item, answers: dict, modes) -> list[dict]:
         if given is None:
             continue
         line = result_line(item, mode, given.raw, given.tokens)
+        line["probabilities"] = given.probabilities
         line["image"], line["question"] = item.name, item.record.question
         chosen = (given.probabilities or {}).get(line["prediction"])
         line["probability"] = None if chosen is None else round(chosen, 4)
         line["checks"] = {name: check.verdict for name, check in given.checks.items()}
+        line["controls"] = {  # each control's own answer, for `trust_scores`
+            name: {"letter": check.letter, "distance": check.distance}
+            for name, check in given.checks.items()
+            if name in CONTROLS
+        }
         lines.append(line)
     return lines

@@ -25,7 +25,20 @@ Output folder:
                     printed as a table); summary.png draws it, one bar per mode (the Batch tab
                     draws the same); `--official_scoring` writes summary_official.* (qwen2-vl)
                     or summary_official_qwen2.5-vl.* instead
+    With `--checks`:
+    checks.json / checks.csv   the trust aids per test file, modality, question type, overall, per
+                    mode: image-reliance rate (answers unchanged with the scan replaced by grey),
+                    order consistency, mean probability of the chosen option when right and when
+                    wrong, expected calibration error, rationale-answer agreement (thinking);
+                    `medr1_demo.batch.trust_scores` says how each is computed
+    reliability.csv, reliability-<mode>.png   the reliability diagram of each mode
 Bad records (unreadable, missing image, ...) are reported as `file:index: reason` and skipped.
+
+`--checks` asks each question as the app does (`PolicyEngine.answer_many` through a shared running
+batch, training prompts), with the controls as extra rows of the same batch: bare `--checks` asks
+both controls in every mode (in thinking mode each control costs a whole second rationale);
+`--checks no-thinking:image no-thinking:order` asks only those. Option probabilities and the
+rationale check need no extra row and come with any `--checks`.
 
 This command is a thin layer over `medr1_demo.batch` (reading, the batch loop, scoring), which
 the app's Batch tab runs too; it adds the resumable output folder and the printed table.
@@ -36,12 +49,14 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from medr1_demo.batch import outputs, scores
+from medr1_demo.batch import outputs, scores, trust_scores
 from medr1_demo.batch.runner import (  # the batch loop, shared with the app's Batch tab
     Item,
     Row,
     Settings,
+    aided_lines,
     answer_rows,
+    ask_items,
     load_images,
     missing_images,
     order_rows,
@@ -50,6 +65,7 @@ from medr1_demo.batch.runner import (  # the batch loop, shared with the app's B
     token_lengths,
 )
 from medr1_demo.batch.sources import Problem, find_data_files, read_records
+from medr1_demo.policy.trust import CONTROLS
 from medr1_demo.protocol import MODES, PROMPT_SETS, TRAINING_PROMPTS, prompt_modes
 from trainer.eval import run_folder as runs
 
@@ -132,6 +148,50 @@ def run_rows(engine, rows: list[Row], settings: Settings, writer) -> list[Proble
     return list(problems.values())
 
 
+def run_checked(engine, rows: list[Row], settings: Settings, checks, done, writer):
+    """Ask the items of `rows` as the app does, with the `checks` controls ("mode:name" each) as
+    extra rows of a shared running batch; writes each item's missing modes' lines as it finishes.
+    Returns the records that could not be asked."""
+    from tqdm.auto import tqdm
+
+    from medr1_demo.config import DecodingConfig
+    from medr1_demo.policy import batching
+    from medr1_demo.policy.scheduler import Scheduler
+
+    tokens = settings.max_new_tokens  # one limit for every row, as the plain loop
+    decoding = DecodingConfig(max_new_tokens_thinking=tokens, max_new_tokens_no_thinking=tokens)
+    items = list({row.item.id: row.item for row in rows}.values())
+    per_case = len(settings.modes) + sum(1 for c in checks if c.split(":")[0] in settings.modes)
+    # groups of cases, each one request; enough in flight to fill the batch, one more waiting
+    group = max(1, min(8, settings.batch_size // (2 * per_case)))
+    workers = max(1, settings.batch_size // (group * per_case)) + 1
+    scheduler = None
+    if batching.supported(engine.model):
+        scheduler = Scheduler(engine, decoding, max_rows=settings.batch_size, queue_size=workers)
+        engine.use_scheduler(scheduler.start())
+
+    def answer_many(cases, **kwargs):
+        return engine.answer_many(cases, settings=decoding, **kwargs)
+
+    problems: list[Problem] = []
+    bar = tqdm(total=len(items), desc="eval, checked", unit="item", disable=not settings.progress)
+    try:
+        asked = ask_items(answer_many, items, settings.modes, checks, workers, group)
+        for item, result in asked:
+            bar.update(1)
+            if isinstance(result, str):
+                problems.append(Problem(item.record.source, item.record.index, result))
+                continue
+            lines = aided_lines(item, result, settings.modes)
+            writer.write([line for line in lines if (item.id, line["mode"]) not in done])
+    finally:
+        bar.close()
+        if scheduler is not None:
+            engine.use_scheduler(None)
+            scheduler.stop()
+    return problems
+
+
 def evaluate(
     items: list[Item],
     folder,
@@ -139,10 +199,13 @@ def evaluate(
     settings: Settings,
     run: dict | None = None,
     overwrite: bool = False,
+    checks: list[str] | None = None,
 ) -> tuple[list[dict], list[Problem]]:
     """Run every (item, mode) not yet in `folder`/results.jsonl; the results of `items`, problems.
 
     `load_engine()` is called only when some row is left to run (a finished run loads no model).
+    `checks` ("mode:name" each, possibly none): ask as the app does, with those controls, and
+    record probabilities and checks (`run_checked`); None: the plain loop (`answer_rows`).
     Raises `results.RunMismatch` when the folder holds results of another model or settings.
     """
     runs.start_run(folder, run or {}, overwrite)
@@ -152,9 +215,12 @@ def evaluate(
         engine = load_engine()
         if getattr(engine, "info", None) is not None:
             runs.update_run(folder, {"info": asdict(engine.info)})
-        rows = order_rows(rows, settings.modes, token_lengths(engine))
         with runs.ResultWriter(folder) as writer:
-            problems += run_rows(engine, rows, settings, writer)
+            if checks is None:
+                rows = order_rows(rows, settings.modes, token_lengths(engine))
+                problems += run_rows(engine, rows, settings, writer)
+            else:
+                problems += run_checked(engine, rows, settings, checks, done, writer)
     ids = {item.id for item in items}
     results = [r for r in runs.read_results(Path(folder) / runs.RESULTS) if r["id"] in ids]
     return results, problems
@@ -203,20 +269,32 @@ def report(
     scoring: str,
     extra: dict | None = None,
     quiet: bool = False,
+    checked: bool = False,
 ) -> dict:
-    """Summarise, write summary.json/.csv, print the table and the skipped records."""
+    """Summarise, write summary.json/.csv, print the table and the skipped records; `checked`:
+    the trust-aid report too (checks.json/.csv, reliability diagrams)."""
     summary = scores.summarise(results, settings.modes, scoring, ids={i.id for i in items})
     summary["prompts"] = settings.prompts
     skipped = {"count": len(problems), "records": [str(p) for p in problems]}
     scores.write_summary(summary, folder, {"skipped": skipped, **(extra or {})})
     if results:
         outputs.accuracy_figure(summary, Path(folder) / f"{scores.SUMMARY_STEMS[scoring]}.png")
+    trust = None
+    if checked and results:
+        trust = trust_scores.summarise(results, settings.modes, ids={i.id for i in items})
+        trust_scores.write_report(trust, folder)
+        for mode, entry in trust["results"].items():
+            ece = entry["overall"]["ece"]
+            outputs.reliability_figure(entry["reliability"], mode, ece,
+                                       Path(folder) / f"reliability-{mode}.png")  # fmt: skip
     if not quiet:
         for problem in problems[:50]:
             print(f"skipped {problem}", file=sys.stderr)
         if len(problems) > 50:
             print(f"... and {len(problems) - 50} more (all in summary.json)", file=sys.stderr)
         print(scores.format_table(summary))
+        if trust is not None:
+            print(trust_scores.format_table(trust))
         print(f"{len(problems)} record(s) skipped; results in {folder}")
     return summary
 
@@ -284,6 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fixed batches, each until its longest row ends (no continuous batching)",
     )
+    parser.add_argument(
+        "--checks",
+        nargs="*",
+        metavar="MODE:CHECK",
+        help="ask as the app does and report the trust aids (option probabilities, calibration, "
+        "image-reliance and option-order controls, rationale agreement); bare: both controls in "
+        f"every mode, or name them ({', '.join(f'{m}:{c}' for m in MODES for c in CONTROLS)})",
+    )
     parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -301,6 +387,26 @@ def chosen_modes(modes: list[str] | None, prompts: str) -> tuple[str, ...]:
             f"use --modes {' '.join(available)}."
         )
     return tuple(dict.fromkeys(modes))
+
+
+def chosen_checks(checks: list[str] | None, modes, prompts: str) -> list[str] | None:
+    """The controls `--checks` asks for, as "mode:name" (bare: both in every mode); None: none."""
+    if checks is None:
+        return None
+    if prompts != TRAINING_PROMPTS:
+        raise EvalError("--checks asks as the app does, with the training prompts; drop --prompts.")
+    if not checks:
+        return [f"{mode}:{name}" for mode in modes for name in CONTROLS]
+    from medr1_demo.policy.trust import read_checks
+
+    try:
+        chosen = read_checks(checks)
+    except ValueError as err:
+        raise EvalError(str(err)) from None
+    unasked = [m for m, names in chosen.items() if names and m not in modes]
+    if unasked:
+        raise EvalError(f"--checks names {', '.join(unasked)}, a mode not run (--modes).")
+    return [f"{mode}:{name}" for mode, names in chosen.items() for name in names]
 
 
 def check_numbers(args) -> None:
@@ -337,6 +443,7 @@ def main(argv: list[str]) -> int:
         if not items:
             listed = "".join(f"\n  {p}" for p in problems[:20])
             raise EvalError(f"No usable records in {', '.join(args.data)}.{listed}")
+        checks = chosen_checks(args.checks, modes, args.prompts)
         settings = Settings(
             modes,
             args.batch_size,
@@ -355,19 +462,21 @@ def main(argv: list[str]) -> int:
             "image_size": args.image_size,
             "prompts": args.prompts,
             "decoding": "greedy",
+            "checks": checks,
             "data": list(args.data),
         }
         load = engine_loader(
             model, subfolder, args.adapter, args.device, args.dtype, args.image_size
         )
-        results, bad = evaluate(items, folder, load, settings, run, args.overwrite)
+        results, bad = evaluate(items, folder, load, settings, run, args.overwrite, checks)
     except (EvalError, runs.RunMismatch, PolicyLoadError, GenerationError) as err:
         print(f"eval: {err}", file=sys.stderr)
         return 1 if isinstance(err, GenerationError) else 2
     except KeyboardInterrupt:
         print("\neval: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130
-    report(results, items, problems + bad, settings, folder, scoring, {"run": run})
+    report(results, items, problems + bad, settings, folder, scoring, {"run": run},
+           checked=checks is not None)  # fmt: skip
     if not results:
         print("eval: no item could be evaluated (see the skipped records above).", file=sys.stderr)
         return 2

@@ -16,9 +16,9 @@ from pathlib import Path
 
 RESULTS, RUN = "results.jsonl", "run.json"
 # A rerun must match these settings of run.json, else its results would be mixed with others.
-MATCHED = ("model", "subfolder", "adapter", "max_new_tokens", "image_size", "prompts")
+MATCHED = ("model", "subfolder", "adapter", "max_new_tokens", "image_size", "prompts", "checks")
 # What a run.json written before a setting existed meant by leaving it out.
-UNRECORDED = {"prompts": "training"}
+UNRECORDED = {"prompts": "training", "checks": None}
 
 
 class RunMismatch(Exception):
