@@ -35,6 +35,7 @@ from medr1_demo.policy.generation import (
 )
 from medr1_demo.policy.letters import LetterForms, LetterRecorder
 from medr1_demo.policy.picture import as_trained, training_size
+from medr1_demo.policy.shared_pictures import SharedImageProcessor, share_vision
 from medr1_demo.protocol import MODES, Question, user_turn
 from medr1_demo.results import ModeAnswer, ModelInfo
 
@@ -65,6 +66,10 @@ class PolicyEngine:
         self._lock = threading.Lock()
         self.scheduler = None
         self.letter_forms = LetterForms.of(processor.tokenizer)
+        # rows that show one scan (both modes, the order control) prepare and encode it once
+        if not isinstance(processor.image_processor, SharedImageProcessor):
+            processor.image_processor = SharedImageProcessor(processor.image_processor)
+        share_vision(model)
         eos = model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         self.stop_ids = set(eos) | {processor.tokenizer.eos_token_id}
@@ -145,7 +150,11 @@ class PolicyEngine:
             for p in prompts
         ]
         try:
-            pictures = [as_trained(image, self.image_size) for image in images]
+            made: dict[int, Image.Image] = {}  # rows showing one picture keep sharing it
+            for image in images:
+                if id(image) not in made:
+                    made[id(image)] = as_trained(image, self.image_size)
+            pictures = [made[id(image)] for image in images]
             batch = self.processor(text=texts, images=pictures, padding=True, return_tensors="pt")
         except (ValueError, OSError) as error:
             raise GenerationError(
