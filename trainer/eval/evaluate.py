@@ -284,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fixed batches, each until its longest row ends (no continuous batching)",
     )
+    parser.add_argument(
+        "--maps",
+        action="store_true",
+        help="also score each mode's relevance map against the finding regions phantom records "
+        "carry (pointing per modality and question type; trainer.eval.maps)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -368,6 +374,10 @@ def main(argv: list[str]) -> int:
         print("\neval: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130
     report(results, items, problems + bad, settings, folder, scoring, {"run": run})
+    if args.maps and results:
+        from trainer.eval import maps
+
+        maps.run(load(), items, results, folder, args.prompts, modes, not args.quiet)
     if not results:
         print("eval: no item could be evaluated (see the skipped records above).", file=sys.stderr)
         return 2
