@@ -26,6 +26,30 @@ class Check:
 
 
 @dataclass(frozen=True)
+class RelevanceMap:
+    """Where in the picture one mode's answer letter came from (`medr1_demo.policy.relevance`).
+
+    `grid` holds one share per merged visual token, rows x columns over the picture the policy
+    saw (top row first), summing to 1; None with `problem` saying why in plain words.
+    """
+
+    grid: tuple[tuple[float, ...], ...] | None
+    letter: str | None  # the answer letter the map explains
+    method: str  # e.g. "gradient x input"
+    problem: str | None = None  # why there is no map, in plain words
+    seconds: float = 0.0  # what computing it cost
+
+    @property
+    def peak(self) -> tuple[int, int] | None:
+        """(row, column) of the cell with the most relevance (the first of ties)."""
+        if not self.grid:
+            return None
+        cells = [(v, r, c) for r, row in enumerate(self.grid) for c, v in enumerate(row)]
+        _, row, column = max(cells, key=lambda cell: (cell[0], -cell[1], -cell[2]))
+        return row, column
+
+
+@dataclass(frozen=True)
 class ModeAnswer:
     """One mode's answer to one question. While streaming, `done` is False and fields grow."""
 
@@ -46,6 +70,7 @@ class ModeAnswer:
     probability_note: str | None = None
     letter_mass: float | None = None
     checks: dict[str, Check] = field(default_factory=dict)  # name -> outcome, once done
+    relevance: RelevanceMap | None = None  # where it looked, when maps were asked for
 
 
 @dataclass(frozen=True)

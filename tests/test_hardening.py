@@ -18,7 +18,7 @@ from gradio_client import Client
 
 PLANTED = "DOE_JOHN_123456"
 # modes, frame, window, checks, plane, series, policy, compare, files, slice, modality: defaults
-NONE = (None,) * 11
+NONE = (None,) * 12  # the inputs after scan, question and options (layout.API_INPUTS)
 ROOT = Path(__file__).resolve().parents[1]
 PAGE_EVENTS = (
     "new_scan",
@@ -224,9 +224,11 @@ BAD_VALUES = [
     ("slice", 99, "does not exist"),
     ("modality", "Photo", "Unknown modality"),
     ("modality", ["MRI"], "Unknown modality"),
+    ("maps", "yes", "`maps` must be true or false"),
+    ("maps", 1, "`maps` must be true or false"),
 ]
 ORDER = ("scan", "question", "options", "modes", "frame", "window", "checks", "plane", "series",
-         "policy", "compare", "files", "slice", "modality")  # fmt: skip
+         "policy", "compare", "files", "slice", "modality", "maps")  # fmt: skip
 
 
 @pytest.mark.parametrize("name, value, words", BAD_VALUES, ids=lambda v: str(v)[:20])

@@ -6,6 +6,7 @@ generation.py  what every `generate` call shares: settings, per-row stops, strea
 batching.py    continuous batching: finished rows leave, waiting ones join
 scheduler.py   one running batch shared by every user's requests
 letters.py     option probabilities where a mode wrote its answer
+relevance.py   where each mode looked: relevance maps of the answer letter over the picture
 trust.py       the image and order controls and the rationale check, in words (no torch)
 picture.py     the picture a policy sees: its training size, for the app and the trainer alike
 checkpoint.py  folders, hub repos and sub-folders, processors, LoRA, 4/8-bit

@@ -22,7 +22,7 @@ from PIL import Image
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from medr1_demo.config import DecodingConfig
-from medr1_demo.policy import asking, batching, checkpoint
+from medr1_demo.policy import asking, batching, checkpoint, relevance
 from medr1_demo.policy.generation import (
     BatchStreamer,
     GenerationError,
@@ -64,6 +64,7 @@ class PolicyEngine:
         self.model, self.processor, self.info = model, processor, info
         self.image_size = info.image_size  # the picture it trained on (policy.picture)
         self._lock = threading.Lock()
+        self.lock = self._lock  # held while the model runs outside a batch (relevance maps)
         self.scheduler = None
         self.letter_forms = LetterForms.of(processor.tokenizer)
         # rows that show one scan (both modes, the order control) prepare and encode it once
@@ -317,20 +318,23 @@ class PolicyEngine:
         modes=MODES,
         settings: DecodingConfig | None = None,
         checks=None,
+        maps: bool = False,
     ) -> Iterator[dict[str, ModeAnswer]]:
         """Answer in every mode of `modes` in one batch, yielding growing partial answers.
 
         `question` is a checked `protocol.Question`, or the question's text with its `options`.
         `checks` chooses the trust-aid controls asked in the same batch (`trust.read_checks`;
         None: the defaults). A mode is `done` once its row stopped; the last yield has every mode
-        done, with its option probabilities and checks.
+        done, with its option probabilities and checks. With `maps`, one more yield adds each
+        mode's relevance map (`policy.relevance`; a map that fails says so in the answer).
         """
-        yield from self._ask(image, question, options, modes, settings, checks, partial=True)
+        yield from self._ask(image, question, options, modes, settings, checks, True, maps)
 
-    def answer(self, image, question, options=None, modes=MODES, settings=None, checks=None):
+    def answer(self, image, question, options=None, modes=MODES, settings=None, checks=None,
+               maps: bool = False):  # fmt: skip
         """As `stream`, only the final answers (no partial answers are read): mode -> ModeAnswer."""
         final = None
-        for final in self._ask(image, question, options, modes, settings, checks, partial=False):  # noqa: B007
+        for final in self._ask(image, question, options, modes, settings, checks, False, maps):  # noqa: B007
             pass
         return final
 
@@ -355,7 +359,7 @@ class PolicyEngine:
             start = end
         return answers
 
-    def _ask(self, image, question, options, modes, settings, checks, partial: bool):
+    def _ask(self, image, question, options, modes, settings, checks, partial: bool, maps=False):
         asked = question if isinstance(question, Question) else Question.ask(question, options)
         settings = settings or DecodingConfig()
         plan = asking.plan(image, asked, modes, settings, checks)
@@ -371,7 +375,10 @@ class PolicyEngine:
             failed = {control.mode: sentence for control in plan.controls}
             plan = plan.main_only()
             final = yield from self._partials(plan, settings, started, partial)
-        yield asking.final_answers(self, plan, final, failed)
+        answers = asking.final_answers(self, plan, final, failed)
+        yield answers
+        if maps:  # the answers are out first; a map never costs them (policy.relevance)
+            yield relevance.with_maps(self, image, asked, answers)
 
     def _partials(self, plan, settings, started, partial: bool = True):
         """Yields partial answers of `plan`'s rows (when `partial`); returns the final update."""

@@ -189,12 +189,17 @@ class Handlers:
         }
         return Request(picture, scan.image, asked, chosen, facts, controls, name, why, second)
 
-    def _generate(self, request: Request, policy=None, stream: bool = True):
-        """The backend's answers (growing when `stream`), its failures turned into RequestError."""
+    def _generate(self, request: Request, policy=None, stream: bool = True, maps: bool = False):
+        """The backend's answers (growing when `stream`), its failures turned into RequestError.
+
+        With `maps`, the last answers carry each mode's relevance map (asked only then: a
+        backend without maps is never sent the argument)."""
         started = time.perf_counter()
         answers = {}
         call = self.backend.stream if stream else self.backend.answer
         extra = {"policy": policy} if self.backend.policies else {}
+        if maps:
+            extra["maps"] = True
         image = request.image if policy == request.policy else request.source
         try:
             result = call(image, request.question, modes=request.modes,
@@ -228,9 +233,10 @@ class Handlers:
     # ------------------------------------------------------------------------------------ page
 
     def run(self, path, frame, window, question, options_text, modes, checks=None, plane=None,
-            series=None, policy=None, hint=None, compare=None):  # fmt: skip
+            series=None, policy=None, hint=None, compare=None, maps=False):  # fmt: skip
         """The Answer button: yields (status, think card, rationale, think raw, plain card,
-        plain raw, agreement, asked, second policy, model panel) as the answers stream."""
+        plain raw, agreement, asked, second policy, model panel, relevance maps) as the answers
+        stream; `maps`: also show where each mode looked (after the answers)."""
         try:
             index = read_slider(frame)
             request = self.check_request(path, question, options_text, modes, index, window,
@@ -243,25 +249,35 @@ class Handlers:
         status = render.message_html(self._loading(request.policy) or "Answering…", "info")
         yield self._page({}, request.modes, status, asked, options)
         answers, second = {}, None
+        maps = maps is True
+
+        def shown_maps(found):
+            return render.relevance_html(found, request.image, maps)
+
         try:
-            for answers in self._generate(request, request.policy):
-                yield self._page(answers, request.modes, "", asked, options)
+            for answers in self._generate(request, request.policy, maps=maps):
+                yield self._page(answers, request.modes, "", asked, options,
+                                 relevance=shown_maps(answers))  # fmt: skip
             if request.compare:
                 status = render.message_html(
                     self._loading(request.compare) or f"Asking {request.compare} too…", "info"
                 )
-                yield self._page(answers, request.modes, status, asked, options)
+                yield self._page(answers, request.modes, status, asked, options,
+                                 relevance=shown_maps(answers))  # fmt: skip
                 for second in self._generate(request, request.compare):
                     shown = render.comparison_html(request.compare, answers, second, options)
-                    yield self._page(answers, request.modes, "", asked, options, shown)
+                    yield self._page(answers, request.modes, "", asked, options, shown,
+                                     relevance=shown_maps(answers))  # fmt: skip
         except RequestError as error:
             status = render.message_html(str(self.refused(error)))
             shown = render.comparison_html(request.compare, answers, second, options)
-            yield self._page(answers, request.modes, status, asked, options, shown)
+            yield self._page(answers, request.modes, status, asked, options, shown,
+                             relevance=shown_maps(answers))  # fmt: skip
             return
         panel = self._panel(request)
         shown = render.comparison_html(request.compare, answers, second, options)
-        yield self._page(answers, request.modes, "", asked, options, shown, panel)
+        yield self._page(answers, request.modes, "", asked, options, shown, panel,
+                         shown_maps(answers))  # fmt: skip
 
     def _panel(self, request: Request) -> str:
         info = self._info(request.policy)
@@ -270,7 +286,8 @@ class Handlers:
                                   policy=request.policy, why=request.why)  # fmt: skip
 
     @staticmethod
-    def _page(answers, modes, status, asked=None, options=(), second="", panel=None):
+    def _page(answers, modes, status, asked=None, options=(), second="", panel=None,
+              relevance=""):  # fmt: skip
         def card(mode):
             if answers is None:
                 return render.answer_card(mode, None)
@@ -288,44 +305,47 @@ class Handlers:
             gr.update() if asked is None else asked,
             second,
             gr.update() if panel is None else panel,
+            relevance,
         )
 
     # ------------------------------------------------------------------------------------- API
 
     def answer_api(self, scan, question, options, modes=None, frame=None, window=None,
                    checks=None, plane=None, series=None, policy=None, compare=None,
-                   files=None, slice=None, modality=None) -> dict:  # fmt: skip
+                   files=None, slice=None, modality=None, maps=None) -> dict:  # fmt: skip
         """`/answer`: one JSON result; `error` holds a plain sentence when it cannot answer.
 
         `frame` (or its other name, `slice`) is the 0-based slice (or frame); `checks`: the
         trust-aid controls as "mode:check" strings (None: the defaults); `policy`: a catalogue
         name or "Auto", which routes by the scan's DICOM Modality or by `modality` (one of
         protocol.MODALITIES, for a picture); `files`: more files of the same upload (a series),
-        beside or instead of `scan`."""
+        beside or instead of `scan`; `maps`: true adds each mode's relevance map."""
         found = self._respond(scan, files, question, options, modes, (frame, slice), window,
                               checks, plane, series, policy, modality, compare,
-                              stream=False)  # fmt: skip
+                              stream=False, maps=maps)  # fmt: skip
         return list(found)[-1]
 
     def stream_api(self, scan, question, options, modes=None, frame=None, window=None,
                    checks=None, plane=None, series=None, policy=None, compare=None,
-                   files=None, slice=None, modality=None):  # fmt: skip
-        """`/answer_stream`: JSON results growing with the answers; the last has done=True."""
+                   files=None, slice=None, modality=None, maps=None):  # fmt: skip
+        """`/answer_stream`: JSON results growing with the answers; the last has done=True (and,
+        with `maps`, the relevance maps)."""
         yield from self._respond(scan, files, question, options, modes, (frame, slice), window,
                                  checks, plane, series, policy, modality, compare,
-                                 stream=True)  # fmt: skip
+                                 stream=True, maps=maps)  # fmt: skip
 
     def _respond(self, scan, files, question, options, modes, frame, window, checks, plane,
-                 series, policy, modality, compare, stream: bool):  # fmt: skip
+                 series, policy, modality, compare, stream: bool, maps=None):  # fmt: skip
         info = self.backend.info
         try:
             paths = read_upload(scan, files, self.api_root)
             index, hint = read_slice(*frame), read_modality(modality)
+            maps = read_maps(maps)
             request = self.check_request(paths, question, options, modes, index, window, checks,
                                          plane, series, policy, hint, compare)  # fmt: skip
             extra = {"policy": request.policy, "why": request.why}
             answers = {}
-            for answers in self._generate(request, request.policy, stream):
+            for answers in self._generate(request, request.policy, stream, maps):
                 info = self._info(request.policy)  # loaded by now, on first use
                 yield render.api_payload(info, answers=answers, scan=request.scan,
                                          question=request.question, **extra)  # fmt: skip
@@ -339,6 +359,13 @@ class Handlers:
                                              **extra)  # fmt: skip
         except RequestError as error:
             yield render.api_payload(info, error=str(self.refused(error)))
+
+
+def read_maps(value) -> bool:
+    """The API's `maps`: true or false (None: false, the default; maps cost a pass per mode)."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise RequestError("`maps` must be true or false.", "maps")
 
 
 def read_slider(value) -> int | None:

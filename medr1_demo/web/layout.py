@@ -79,7 +79,7 @@ def launch_options(
 
 # The inputs of /answer and /answer_stream, in the order Gradio's raw routes take them.
 API_INPUTS = ("scan", "question", "options", "modes", "frame", "window", "checks", "plane",
-              "series", "policy", "compare", "files", "slice", "modality")  # fmt: skip
+              "series", "policy", "compare", "files", "slice", "modality", "maps")  # fmt: skip
 
 
 def load_examples(folder: Path = EXAMPLES_DIR) -> tuple[list[list[str]], list[str]]:
@@ -197,6 +197,12 @@ def build_demo(
                                 scale=2,
                                 elem_id="split",
                             )
+                        maps = gr.Checkbox(
+                            False,
+                            label="Show where each mode looked (relevance maps)",
+                            info="One more pass per mode, after the answers.",
+                            elem_id="maps",
+                        )
                         asked = gr.HTML(elem_id="asked")
                         run = gr.Button("Answer", variant="primary", elem_id="run")
                         status = gr.HTML(elem_id="status")
@@ -212,6 +218,7 @@ def build_demo(
                                 with gr.Accordion("Raw output", open=False):
                                     plain_raw = gr.HTML(render.raw_output_html(None))
                         agree = gr.HTML(render.agreement_html(None), elem_id="agreement")
+                        relevance = gr.HTML(elem_id="relevance")
                         second = gr.HTML(elem_id="compare")
                         gr.HTML(f'<p class="medr1-legend">{aids.AIDS_LEGEND}</p>')
 
@@ -292,11 +299,11 @@ def build_demo(
             **light,
         )
         page_outputs = [status, think_card, think_rationale, think_raw, plain_card, plain_raw,
-                        agree, asked, second, model_panel]  # fmt: skip
+                        agree, asked, second, model_panel, relevance]  # fmt: skip
         run.click(
             handlers.run,
             [scan_file, frame, window, question, options, modes, checks, plane, series, policy,
-             hint, compare],
+             hint, compare, maps],
             page_outputs,
             show_progress="full",
             show_progress_on=[status],

@@ -8,8 +8,9 @@ import base64
 import html
 import io
 
+from medr1_demo import overlay
 from medr1_demo.protocol import LETTERS, MODES, NO_THINKING, THINKING, Question
-from medr1_demo.results import ModeAnswer, ModelInfo, modes_agree
+from medr1_demo.results import ModeAnswer, ModelInfo, RelevanceMap, modes_agree
 from medr1_demo.web import aids
 
 MODE_LABELS = {THINKING: "Thinking", NO_THINKING: "No thinking"}
@@ -118,6 +119,79 @@ def agreement_html(answers: dict[str, ModeAnswer] | None) -> str:
     return f'<div class="medr1-agree {tone}">{_e(text)}</div>'
 
 
+# -------------------------------------------------------------------------------- relevance
+
+MAPS_LEGEND = (
+    "Where each mode looked: how much each patch of the picture moved the letter it chose "
+    "(gradient x input on the visual tokens); brighter is more, the white frame the most. It is "
+    "the model's view, not a finding: a bright patch is where the answer was sensitive, not proof "
+    "that anything is there."
+)
+_CORNERS = ("upper", "middle", "lower"), ("left", "centre", "right")
+
+
+def where_words(relevance: RelevanceMap) -> str:
+    """The peak's place in plain words, e.g. 'upper left'."""
+    rows, columns = len(relevance.grid), len(relevance.grid[0])
+    row, column = relevance.peak
+    vertical = _CORNERS[0][min(2, 3 * row // rows)]
+    horizontal = _CORNERS[1][min(2, 3 * column // columns)]
+    return (
+        "centre" if (vertical, horizontal) == ("middle", "centre") else f"{vertical} {horizontal}"
+    )
+
+
+def relevance_html(answers: dict[str, ModeAnswer] | None, picture, asked: bool = True) -> str:
+    """Each mode's relevance map over the picture it saw, side by side; or why there is none."""
+    if not asked or not answers:
+        return ""
+    if not all(a.done for a in answers.values()):
+        return ""
+    if all(a.relevance is None for a in answers.values()):
+        text = "Computing where each mode looked…"
+        return f'<div class="medr1-maps medr1-idle">{_e(text)}</div>'
+    figures = []
+    for mode in MODES:
+        answer = answers.get(mode)
+        if answer is None or answer.relevance is None:
+            continue
+        found = answer.relevance
+        title = f"{MODE_LABELS[mode]}: {found.letter or answer.letter or 'no answer'}"
+        if found.grid is None or picture is None:
+            body = f'<p class="medr1-muted">{_e(found.problem or "No map.")}</p>'
+        else:
+            url = overlay.data_url(overlay.heat_overlay(picture, found.grid))
+            alt = f"Relevance map of the {MODE_LABELS[mode].lower()} answer"
+            caption = f"Most relevance: {where_words(found)} ({found.seconds:.2f} s)"
+            body = f'<img src="{url}" alt="{_e(alt)}" /><figcaption>{_e(caption)}</figcaption>'
+        figures.append(
+            f'<figure class="medr1-map" data-mode="{_e(mode)}">'
+            f'<div class="medr1-card-title">{_e(title)}</div>{body}</figure>'
+        )
+    return (
+        f'<div class="medr1-maps"><div class="medr1-map-row">{"".join(figures)}</div>'
+        f'<p class="medr1-legend">{_e(MAPS_LEGEND)}</p></div>'
+    )
+
+
+def relevance_payload(relevance: RelevanceMap | None) -> dict | None:
+    """A map for the API: the grid of shares (rows x columns, top row first), its peak, or why
+    there is none."""
+    if relevance is None:
+        return None
+    grid = [list(row) for row in relevance.grid] if relevance.grid else None
+    return {
+        "grid": grid,
+        "rows": len(grid) if grid else None,
+        "columns": len(grid[0]) if grid else None,
+        "peak": list(relevance.peak) if relevance.grid else None,
+        "letter": relevance.letter,
+        "method": relevance.method,
+        "problem": relevance.problem,
+        "seconds": relevance.seconds,
+    }
+
+
 # ---------------------------------------------------------------------------------------- scan
 
 
@@ -221,6 +295,7 @@ def mode_payload(answer: ModeAnswer, options=()) -> dict:
         "probability_note": answer.probability_note,
         "letter_mass": answer.letter_mass,
         "checks": aids.checks_payload(answer, options),
+        "relevance": relevance_payload(answer.relevance),
     }
 
 

@@ -370,6 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
         "image-reliance and option-order controls, rationale agreement); bare: both controls in "
         f"every mode, or name them ({', '.join(f'{m}:{c}' for m in MODES for c in CONTROLS)})",
     )
+    parser.add_argument(
+        "--maps",
+        action="store_true",
+        help="also score each mode's relevance map against the finding regions phantom records "
+        "carry (pointing per modality and question type; trainer.eval.maps)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -477,6 +483,10 @@ def main(argv: list[str]) -> int:
         return 130
     report(results, items, problems + bad, settings, folder, scoring, {"run": run},
            checked=checks is not None)  # fmt: skip
+    if args.maps and results:
+        from trainer.eval import maps
+
+        maps.run(load(), items, results, folder, args.prompts, modes, not args.quiet)
     if not results:
         print("eval: no item could be evaluated (see the skipped records above).", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ Used through `trainer.phantoms.render.render`; on its own:
 print(Canvas(32, np.random.default_rng(0)).ellipse(0, 0, 0.5).sum())"`
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -38,6 +38,10 @@ class Phantom:
 
     pixels: np.ndarray  # HU for CT; otherwise float [0, 1], (H, W) grey or (H, W, 3) colour
     window: tuple[float, float] | None = None  # CT display window (centre, width)
+    # Where the scene's finding was drawn: one soft (H, W) mask in [0, 1] per drawn part (a
+    # lesion, each lung of a bilateral effusion, each spot); empty when there is no finding.
+    # `trainer.phantoms.regions` turns them into boxes and a mask beside the picture.
+    findings: list[np.ndarray] = field(default_factory=list)
 
 
 class Canvas:

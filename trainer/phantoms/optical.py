@@ -32,6 +32,7 @@ def draw_dermoscopy(c: Canvas, s: Scene) -> Phantom:
         img = paint(img, plate, np.asarray((0.95, 0.78, 0.78))[None, None] * ridges[..., None])
         img = paint(img, c.ellipse(0, 0.75, 0.4, 0.18) * plate, (0.97, 0.92, 0.9))  # lunula
     cx, cy = rng.uniform(-0.12, 0.12, 2)
+    lesion = None
     if s.finding == "nevus":
         r = (0.18, 0.42, 0.72)[s.grade] * rng.uniform(0.92, 1.08)
         lesion = c.ellipse(
@@ -69,7 +70,7 @@ def draw_dermoscopy(c: Canvas, s: Scene) -> Phantom:
     if hairs:
         img = paint(img, c.lines(hairs, [0.012] * len(hairs)), (0.15, 0.1, 0.08))
     img = img * c.ellipse(0, 0, 0.97)[..., None]  # the round dermatoscope field
-    return Phantom(np.clip(img, 0, 1))
+    return Phantom(np.clip(img, 0, 1), findings=[] if lesion is None else [lesion])
 
 
 def draw_fundus(c: Canvas, s: Scene) -> Phantom:
@@ -113,6 +114,8 @@ def draw_fundus(c: Canvas, s: Scene) -> Phantom:
         img = paint(img, c.ellipse(dx, dy, 0.12, 0.14), (0.98, 0.86, 0.58))
         img = paint(img, c.ellipse(dx + 0.02, dy, 0.05, 0.06), (1.0, 0.96, 0.82))
 
+    found = []
+
     def spots(count, rmin, rmax, colour, near=None):
         nonlocal img
         shapes = c.blank()
@@ -122,7 +125,8 @@ def draw_fundus(c: Canvas, s: Scene) -> Phantom:
                 sx, sy = d * np.cos(a), d * np.sin(a)
             else:
                 sx, sy = near[0] + rng.normal(0, 0.16), near[1] + rng.normal(0, 0.13)
-            c.ellipse(sx, sy, rng.uniform(rmin, rmax), out=shapes)
+            found.append(c.ellipse(sx, sy, rng.uniform(rmin, rmax)))
+            np.maximum(shapes, found[-1], out=shapes)
         img = paint(img, shapes, colour)
 
     if s.finding == "dr":  # blot haemorrhages and hard exudates; their number rises with severity
@@ -132,8 +136,10 @@ def draw_fundus(c: Canvas, s: Scene) -> Phantom:
             spots(4, 0.07, 0.09, (0.95, 0.9, 0.85))
     elif s.finding == "amd":  # yellow drusen clustered on the macula
         spots(rng.integers(14, 22), 0.035, 0.065, (0.97, 0.87, 0.45), near=(mx, my))
-    img = img * c.ellipse(0, 0, 0.93)[..., None]
-    return Phantom(np.clip(img + 0.01 * c.noise(0.7)[..., None], 0, 1))
+    field = c.ellipse(0, 0, 0.93)
+    img = img * field[..., None]
+    found = [mask * field for mask in found]  # what the camera's field shows of it
+    return Phantom(np.clip(img + 0.01 * c.noise(0.7)[..., None], 0, 1), findings=found)
 
 
 # OCT layers from the inner surface down: (name, thickness, brightness).
@@ -205,14 +211,16 @@ def draw_oct(c: Canvas, s: Scene) -> Phantom:
     img = np.where(depth > 0, choroid, img)
     sub = (y >= bands["sub"][0]) & (y < bands["sub"][1])
     img = np.where(sub, 0.88 if s.finding == "cnv" else 0.03, img)
+    found = [sub * 1.0] if s.finding == "cnv" else []  # the lifted, bright new-vessel band
     for cx_, rx, ry in cysts:
         cy_ = float(np.interp(cx_, xs, (bands["inl"][0] + bands["onl"][1]) / 2))
-        img = paint(img, c.ellipse(cx_, cy_, rx, ry), 0.03)
+        found.append(c.ellipse(cx_, cy_, rx, ry))
+        img = paint(img, found[-1], 0.03)
     cut = lower + cup * (floor + 0.15 - lower)  # vitreous fills the cup, walls slope inwards
     img = np.where(y < cut, 0.04, img)
     speckle = c.blur(rng.gamma(3.0, 1 / 3.0, (c.size, c.size)), 0.5, 1.0)
     img = img * speckle * rng.uniform(0.85, 1.05) + 0.03 * np.abs(c.noise(0.7))
-    return Phantom(np.clip(img, 0, 1))
+    return Phantom(np.clip(img, 0, 1), findings=found)
 
 
 # Stain palettes: background stroma, cytoplasm, nuclei, empty lumen.
@@ -225,6 +233,7 @@ STAINS = {
 
 def draw_microscopy(c: Canvas, s: Scene) -> Phantom:
     rng = c.rng
+    found = []
     if s.anatomy == "blood":  # Wright-stained smear: red cells with pale centres, few white cells
         img = np.ones((c.size, c.size, 3)) * (0.95, 0.92, 0.88)
         anemia = s.finding == "anemia"
@@ -238,6 +247,8 @@ def draw_microscopy(c: Canvas, s: Scene) -> Phantom:
                     c.ellipse(px, py, rad, out=cells)
                     c.ellipse(px, py, rad * pallor, out=centres)
         img = paint(img, cells, (0.94, 0.72, 0.74) if anemia else (0.88, 0.48, 0.53))
+        if anemia:  # the pale, sparse red cells: spread over the whole smear
+            found.append(cells)
         img = paint(img, centres, (0.93, 0.84, 0.82))
         count = rng.integers(7, 11) if s.finding == "leukemia" else rng.integers(0, 2)
         spots = [
@@ -247,6 +258,8 @@ def draw_microscopy(c: Canvas, s: Scene) -> Phantom:
         blasts = c.blank()
         for px, py, rad in spots:
             c.ellipse(px, py, rad, out=blasts)
+            if s.finding == "leukemia":  # each blast
+                found.append(c.ellipse(px, py, rad))
         img = paint(img, blasts, (0.75, 0.72, 0.88))
         nuclei = c.blank()
         for px, py, rad in spots:
@@ -302,8 +315,10 @@ def draw_microscopy(c: Canvas, s: Scene) -> Phantom:
                     px, py, rad, rad * rng.uniform(0.7, 1), angle=rng.uniform(0, 3), out=nuclei
                 )
         img = paint(img, nuclei, nucleus)
+        if s.finding == "carcinoma":  # the tissue's architecture: the whole field
+            found.append(np.ones((c.size, c.size)))
     img = c.blur(img, 0.6) * rng.uniform(0.94, 1.04) + 0.015 * c.noise(0.8)[..., None]
-    return Phantom(np.clip(img, 0, 1))
+    return Phantom(np.clip(img, 0, 1), findings=found)
 
 
 RENDERERS = {

@@ -65,8 +65,9 @@ class Item:
     answer: str  # letter
     rationale: str
 
-    def record(self, dicom: bool) -> dict:
-        """The split-file record (Med-R1's image/problem/solution plus the fields behind them)."""
+    def record(self, dicom: bool, regions: dict | None = None) -> dict:
+        """The split-file record (Med-R1's image/problem/solution plus the fields behind them);
+        `regions`: where the finding was drawn (`trainer.phantoms.regions`), when it has one."""
         folder = f"Images/{FOLDERS[self.modality]}/{self.id}"
         rec = {
             "id": self.id,
@@ -80,6 +81,8 @@ class Item:
         if dicom and self.modality in dicom_export.DICOM_MODALITIES:
             rec["dicom"] = f"{folder}.dcm"
         rec.update(question=self.question, options=list(self.options), answer=self.answer)
+        if regions:
+            rec["regions"] = regions
         return rec
 
 

@@ -77,6 +77,7 @@ def draw_ct(c: Canvas, s: Scene, z: float = 0.0) -> Phantom:
     hu = paint(hu, ((c.y > table_top) & (c.y < table_top + 0.035) & (np.abs(c.x) < 0.8)) * 1.0, 250)
 
     f = s.finding
+    found = []
     if f:
         r = lesion_radius(s, rng)
         r = float(np.sqrt(max(r**2 - (0.035 * z) ** 2, 0.0)))  # a sphere cut at slice offset z
@@ -85,7 +86,8 @@ def draw_ct(c: Canvas, s: Scene, z: float = 0.0) -> Phantom:
             if f == "effusion":  # dependent fluid fills the posterior (lower) part of the lung
                 lung = c.ellipse(rcx, rcy, rrx, rry)
                 level = rcy + rry * (0.55 - 0.5 * s.grade / 2) + 0.06 * (c.x - rcx) ** 2 / rrx
-                hu = paint(hu, lung * (c.y > level), 15)
+                found.append(lung * (c.y > level))
+                hu = paint(hu, found[-1], 15)
                 continue
             if r <= 0:
                 continue
@@ -95,10 +97,11 @@ def draw_ct(c: Canvas, s: Scene, z: float = 0.0) -> Phantom:
                 lx, ly = place(rng, rcx, rcy, rrx, rry, r, lateral=(0.0, 0.5))
             value = {"hemorrhage": 80, "infarct": 8, "lung_mass": 40, "liver_cyst": 5}.get(f)
             value = (230 if contrast else 170) if f == "liver_mass" else value
-            hu = paint(hu, c.ellipse(lx, ly, r, wobble=c.wobble(0.08)), value)
+            found.append(c.ellipse(lx, ly, r, wobble=c.wobble(0.08)))
+            hu = paint(hu, found[-1], value)
     hu = hu + rng.uniform(4, 8) * c.noise(0.7)
     hu[c.x**2 + c.y**2 > 1.0] = CT_PADDING_HU  # circular reconstruction field of view
-    return Phantom(hu, CT_WINDOWS[s.anatomy])
+    return Phantom(hu, CT_WINDOWS[s.anatomy], found)
 
 
 # Relative MRI signal per tissue: T1 (fat bright, fluid dark) and T2 (fluid bright).
@@ -133,6 +136,7 @@ def draw_mri(c: Canvas, s: Scene) -> Phantom:
     img = np.zeros((c.size, c.size))
     ox, oy = rng.uniform(-0.05, 0.05, 2)
     k = rng.uniform(0.92, 1.03)
+    found = []
     if s.anatomy == "brain":
         rx, ry, cx, cy = 0.64 * k, 0.8 * k, ox, oy
         for grow, tissue in ((0.0, "fat"), (-0.05, "bone"), (-0.1, "csf"), (-0.13, "gm")):
@@ -148,10 +152,12 @@ def draw_mri(c: Canvas, s: Scene) -> Phantom:
                 rng, cx, cy, rx - 0.13, ry - 0.13, r, side_signs(s.side)[0], lateral=(0.6, 0.9)
             )
             if s.finding == "tumor":  # enhancing rim around a less bright core
-                img = paint(img, c.ellipse(lx, ly, r, wobble=c.wobble(0.1)), 0.97)
+                found.append(c.ellipse(lx, ly, r, wobble=c.wobble(0.1)))
+                img = paint(img, found[-1], 0.97)
                 img = paint(img, c.ellipse(lx, ly, r * 0.5), 0.8) if r > 0.1 else img
             else:
-                img = paint(img, c.ellipse(lx, ly, r), 0.05)
+                found.append(c.ellipse(lx, ly, r))
+                img = paint(img, found[-1], 0.05)
     elif s.anatomy == "knee":  # sagittal: femur above, tibia below, patella in front (image right)
         cx, cy = ox, oy
         img = paint(img, c.ellipse(cx, cy, 0.72 * k, 1.4, power=3), t["fat"])
@@ -188,7 +194,7 @@ def draw_mri(c: Canvas, s: Scene) -> Phantom:
     img = img * bias * rng.uniform(0.85, 1.0) + 0.01 * c.noise(3)
     n1, n2 = rng.normal(0, 0.025, (2, c.size, c.size))
     img = np.sqrt((img + n1) ** 2 + n2**2)  # Rician background noise, visible in the air
-    return Phantom(np.clip(img, 0, 1))
+    return Phantom(np.clip(img, 0, 1), findings=found)
 
 
 def draw_xray(c: Canvas, s: Scene) -> Phantom:
@@ -197,6 +203,7 @@ def draw_xray(c: Canvas, s: Scene) -> Phantom:
     ox, oy = rng.uniform(-0.04, 0.04, 2)
     k = rng.uniform(0.94, 1.04)
     cx, cy = ox, oy
+    found = []
     if s.anatomy == "chest":
         img = paint(
             img,
@@ -214,13 +221,12 @@ def draw_xray(c: Canvas, s: Scene) -> Phantom:
             lungs[sx] = lung
         img = paint(img, c.ellipse(cx, cy - 0.25, 0.12, 0.6, power=4), 0.74)  # mediastinum
         big = s.finding == "cardiomegaly"
-        img = paint(
-            img,
-            c.ellipse(
-                cx + (0.16 if big else 0.1), cy + 0.36, 0.43 if big else 0.26, 0.3 if big else 0.22
-            ),
-            0.72,
+        heart = c.ellipse(
+            cx + (0.16 if big else 0.1), cy + 0.36, 0.43 if big else 0.26, 0.3 if big else 0.22
         )
+        img = paint(img, heart, 0.72)
+        if big:  # the enlarged heart is the finding
+            found.append(heart)
         img = img + 0.08 * c.ellipse(cx, cy, 0.05, 1.2, power=4)  # spine through the mediastinum
         for sx in (-1, 1):
             img = paint(img, c.ellipse(cx + sx * 0.36, cy - 0.63, 0.3, 0.03, angle=sx * 0.22), 0.86)
@@ -230,13 +236,15 @@ def draw_xray(c: Canvas, s: Scene) -> Phantom:
                 r = rng.uniform(0.2, 0.26)
                 lx, ly = lcx + rng.uniform(-0.05, 0.05), lcy + rng.uniform(-0.25, 0.3)
                 patch = c.blur(c.ellipse(lx, ly, r, r * 1.3, wobble=c.wobble(0.15)), 2.5)
-                img = img + 0.4 * patch * c.ellipse(lcx, lcy, lrx, lry) * (0.8 + 0.2 * c.noise(1.5))
+                found.append(patch * c.ellipse(lcx, lcy, lrx, lry))
+                img = img + 0.4 * found[-1] * (0.8 + 0.2 * c.noise(1.5))
         if s.finding == "effusion":  # fluid fills the lung base; its level rises with the grade
             for sx in side_signs(s.side):
                 lcx, lcy, lrx, lry = lungs[sx]
                 level = lcy + lry - (0.3, 0.58, 0.92)[s.grade] * lry * rng.uniform(0.95, 1.05)
                 meniscus = level - 0.12 * np.clip(sx * (c.x - lcx) / lrx + 1, 0, 2) / 2
-                img = paint(img, c.ellipse(lcx, lcy, lrx, lry) * (c.y > meniscus), 0.64)
+                found.append(c.ellipse(lcx, lcy, lrx, lry) * (c.y > meniscus))
+                img = paint(img, found[-1], 0.64)
         marker = Image.new("L", (c.size, c.size))
         cell = c.size * 0.08
         draw = ImageDraw.Draw(marker)
@@ -288,7 +296,7 @@ def draw_xray(c: Canvas, s: Scene) -> Phantom:
         img = paint(img, c.ellipse(cx, cy - 0.03, 0.07, 0.06), 0.35)  # intercondylar notch
         img = img + 0.08 * c.ellipse(cx, cy - 0.2, 0.15, 0.12)  # patella seen through the femur
     img = c.blur(img, 0.8) * rng.uniform(0.9, 1.05) + rng.uniform(0.012, 0.02) * c.noise(0.6)
-    return Phantom(np.clip(img, 0, 1))
+    return Phantom(np.clip(img, 0, 1), findings=found)
 
 
 DOPPLER_COLOURS = {"toward": (0.92, 0.12, 0.08), "away": (0.12, 0.35, 0.95)}
@@ -303,6 +311,7 @@ def draw_ultrasound(c: Canvas, s: Scene) -> Phantom:
     fan = np.clip((half - np.abs(theta)) * r / c.px + 0.5, 0, 1) * (r > 0.25) * (r < 2.05)
     echo = np.full((c.size, c.size), 0.5 * rng.uniform(0.85, 1.1))
     ox, oy = rng.uniform(-0.06, 0.06, 2)
+    found = []
     if s.anatomy == "kidney":
         echo = paint(echo, c.ellipse(ox, 0.25 + oy, 0.58, 0.3, angle=0.1), 0.9)  # capsule
         echo = paint(echo, c.ellipse(ox, 0.25 + oy, 0.54, 0.26, angle=0.1), 0.25)  # cortex
@@ -339,9 +348,11 @@ def draw_ultrasound(c: Canvas, s: Scene) -> Phantom:
             ):  # anechoic, with brighter tissue behind it (posterior enhancement)
                 behind = (c.y > ly) * np.clip(1 - np.abs(c.x - lx) / rad, 0, 1) * (c.y < ly + 0.6)
                 echo = echo * (1 + 0.45 * behind)
-                echo = paint(echo, c.ellipse(lx, ly, rad), 0.02)
+                found.append(c.ellipse(lx, ly, rad))
+                echo = paint(echo, found[-1], 0.02)
             else:
-                echo = paint(echo, c.ellipse(lx, ly, rad, wobble=c.wobble(0.08)), 0.95)
+                found.append(c.ellipse(lx, ly, rad, wobble=c.wobble(0.08)))
+                echo = paint(echo, found[-1], 0.95)
         if s.attribute:  # colour Doppler: a large vessel inside a colour box
             vessel = c.ellipse(ox, 0.2 + oy, 0.62, 0.09, angle=rng.uniform(-0.25, 0.25), power=3)
             echo = paint(echo, vessel, 0.03)
@@ -350,8 +361,9 @@ def draw_ultrasound(c: Canvas, s: Scene) -> Phantom:
     gray = np.clip(echo * speckle * depth * rng.uniform(0.9, 1.15), 0, 1) * fan
     for j in range(5):  # depth scale dots at the right edge, as ultrasound screens show them
         gray = paint(gray, c.ellipse(0.9, -0.6 + 0.35 * j, 0.012), 0.8)
+    found = [mask * fan for mask in found]  # what the fan shows of it
     if not s.attribute:
-        return Phantom(gray)
+        return Phantom(gray, findings=found)
     rgb = np.repeat(gray[..., None], 3, axis=-1)
     box = c.ellipse(ox, 0.2 + oy, 0.72, 0.22, power=8)
     outline = np.clip(box * (1 - box) * 4, 0, 1)
@@ -359,7 +371,7 @@ def draw_ultrasound(c: Canvas, s: Scene) -> Phantom:
     if s.attribute in DOPPLER_COLOURS:
         flow = vessel * box * (0.65 + 0.35 * c.noise(1.5, 3) ** 2).clip(0, 1)
         rgb = paint(rgb, flow * fan, DOPPLER_COLOURS[s.attribute])
-    return Phantom(np.clip(rgb, 0, 1))
+    return Phantom(np.clip(rgb, 0, 1), findings=found)
 
 
 RENDERERS = {

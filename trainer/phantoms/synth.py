@@ -8,7 +8,9 @@ plans a run, writes its files and holds the command line:
 
     DIR/Images/<Modality>/<id>.png      8-bit grey or RGB
     DIR/Images/<Modality>/<id>.dcm      CT, MRI, X-Ray, Ultrasound (unless --no-dicom)
-    DIR/train.json, DIR/test.json       records: image, problem, solution, rationale, ...
+    DIR/Images/<Modality>/<id>.regions.json, <id>.mask.png   where the finding was drawn (items
+                                        with a finding; `trainer.phantoms.regions`)
+    DIR/train.json, DIR/test.json       records: image, problem, solution, rationale, regions, ...
     DIR/Splits/modality/{train,test}/<Modality>_{train,test}.json
     DIR/Splits/question_type/{train,test}/<Question Type>_{train,test}.json
     DIR/manifest.json                   seed, n, counts per modality x question type, version
@@ -36,7 +38,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from trainer.phantoms import dicom_export
+from trainer.phantoms import dicom_export, regions
 from trainer.phantoms.kinds import (
     ANATOMY,
     ATTRIBUTE,
@@ -122,19 +124,25 @@ def write_item(
     frames: int = 1,
     monochrome1: bool = False,
     compress_level: int = 1,
-) -> None:
-    """Write the PNG (and DICOM) of one item under root/Images/<Modality>/.
+) -> dict | None:
+    """Write the PNG (and DICOM) of one item under root/Images/<Modality>/; its `regions` field.
 
     `frames` > 1 writes a CT as a multi-frame volume whose middle frame (index frames // 2) is the
     PNG's slice; `monochrome1` stores an X-ray inverted; `compress_level` trades PNG size for speed.
+    An item with a finding also gets its side files (`trainer.phantoms.regions`), drawn on the
+    PNG's picture (the DICOM's middle frame).
     """
     phantom = draw(item, seed, size)
     stored = dicom_export.stored_values(item.modality, phantom.pixels)
     png = dicom_export.display_values(item.modality, stored, phantom.window)
     base = root / "Images" / FOLDERS[item.modality] / item.id
     Image.fromarray(png).save(base.with_suffix(".png"), compress_level=compress_level)
+    mask_path = f"Images/{FOLDERS[item.modality]}/{item.id}{regions.MASK_SUFFIX}"
+    found = regions.describe(phantom, item.scene.finding, mask_path)
+    if found is not None:
+        regions.write_side_files(base, found, regions.union(phantom))
     if not dicom or item.modality not in dicom_export.DICOM_MODALITIES:
-        return
+        return found
     pixels = phantom.pixels
     if frames > 1 and item.modality == "CT":
         offsets = range(-(frames // 2), frames - frames // 2)
@@ -162,6 +170,7 @@ def write_item(
         description=f"Phantom {scene.anatomy}",
         extra=extra,
     )
+    return found
 
 
 def _dump(path: Path, data) -> None:
@@ -184,15 +193,18 @@ def write_dataset(
     items = plan(n, seed, shuffle_options)
     for modality in MODALITIES:
         (root / "Images" / FOLDERS[modality]).mkdir(parents=True, exist_ok=True)
+    drawn = {}  # item index -> its regions field (items with a finding)
     for item in tqdm(items, desc="synth", unit="item", disable=not progress):
         nth = item.index // len(MODALITIES)  # the item's rank within its modality
         multiframe = item.modality == "CT" and nth % MULTIFRAME_EVERY == 0
         monochrome1 = item.modality == "X-Ray" and nth % MONOCHROME1_EVERY == 0
         frames = CT_FRAMES if multiframe else 1
-        write_item(root, item, seed, image_size, dicom, frames=frames, monochrome1=monochrome1)
+        found = write_item(root, item, seed, image_size, dicom, frames, monochrome1)
+        if found is not None:
+            drawn[item.index] = found
     train, test = split(items, seed, test_fraction)
     for name, part in (("train", train), ("test", test)):
-        records = [it.record(dicom) for it in part]
+        records = [it.record(dicom, drawn.get(it.index)) for it in part]
         _dump(root / f"{name}.json", records)
         for key, values in (("modality", MODALITIES), ("question_type", QUESTION_TYPES)):
             for value in values:
@@ -247,8 +259,8 @@ def write_examples(
             # A 4-frame volume and maximum PNG compression keep the gallery under 2 MB.
             frames = GALLERY_CT_FRAMES if modality == "CT" and t == 0 else 1
             mono1 = modality == "X-Ray" and t == 0
-            write_item(root, item, seed, image_size, True, frames, mono1, compress_level=9)
-            rec = item.record(dicom=True)
+            found = write_item(root, item, seed, image_size, True, frames, mono1, compress_level=9)
+            rec = item.record(dicom=True, regions=found)
             entries.append(
                 {
                     "file": rec.get("dicom", rec["image"]),
@@ -259,6 +271,7 @@ def write_examples(
                     "modality": modality,
                     "question_type": question_type,
                     "rationale": item.rationale,
+                    **({"regions": found} if found else {}),
                 }
             )
     _dump(root / "examples.json", entries)
