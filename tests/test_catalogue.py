@@ -147,7 +147,8 @@ def test_auto_routes_an_mr_dicom_to_the_mri_specialist(offline_hub, tmp_path):
     Image.new("RGB", (80, 80), (180, 120, 100)).save(picture)
     pages = list(handlers.run(str(picture), None, None, "Which?", "A\nB", ["no-thinking"],
                               [], None, None, "Auto", "Dermoscopy", None))  # fmt: skip
-    assert "Med-R1 Dermoscopy" in pages[-1][-1] and "Dermoscopy scan" in pages[-1][-1]
+    panel = pages[-1][9]  # the model panel (the relevance maps come after it)
+    assert "Med-R1 Dermoscopy" in panel and "Dermoscopy scan" in panel
     library.close()
 
 
