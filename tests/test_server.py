@@ -43,7 +43,7 @@ def test_named_endpoints_are_listed(client):
     parameters = [p["parameter_name"] for p in endpoints["/answer"]["parameters"]]
     in_order = (
         "scan question options modes frame window checks plane series policy compare "
-        "files slice modality"
+        "files slice modality maps"
     )  # the order of docs/api.md's table
     assert parameters == in_order.split()
     stream = [p["parameter_name"] for p in endpoints["/answer_stream"]["parameters"]]
