@@ -18,6 +18,7 @@ here: the engine is passed in.
 """
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -239,7 +240,10 @@ def ask_items(
     is waited out. Closing the iterator stops the groups not yet started.
     """
 
-    def one(chunk: list[Item]) -> list[tuple[Item, dict | str]]:
+    reading = threading.Lock()  # one group's pictures at a time: the first group starts first
+
+    def prepared(chunk: list[Item]) -> tuple[list, list]:
+        """(item, picture, Question) of the chunk's askable items; (item, reason) of the rest."""
         asked, done = [], []
         for item in chunk:
             try:
@@ -254,6 +258,11 @@ def ask_items(
                 asked.append((item, image, Question.ask(*split_question(item.record.question))))
             except QuestionError as err:
                 done.append((item, str(err)))
+        return asked, done
+
+    def one(chunk: list[Item]) -> list[tuple[Item, dict | str]]:
+        with reading:
+            asked, done = prepared(chunk)
         while asked:
             cases = [(image, question) for _, image, question in asked]
             try:

@@ -160,6 +160,9 @@ class Scheduler:
         self._batch: batching.Batch | None = None
         self._steps: dict[tuple[int, int], list] = {}
         self._wake = threading.Condition()
+        # Model inputs are made one request at a time: preparing them is mostly Python (it holds
+        # the GIL), so requests prepared side by side would all be ready late, the first too.
+        self._preparing = threading.Lock()
         self._stopping = False
         self._draining = False  # no new requests; stop once the last one has finished
         self._thread = threading.Thread(target=self._loop, name="policy-scheduler", daemon=True)
@@ -196,7 +199,8 @@ class Scheduler:
                 raise Busy(STOPPED)
             if len(self._waiting) >= self.queue_size:
                 raise Busy(BUSY)
-        inputs = self.engine.model_inputs([r.image for r in rows], [r.prompt for r in rows])
+        with self._preparing:
+            inputs = self.engine.model_inputs([r.image for r in rows], [r.prompt for r in rows])
         ticket = Ticket(next(self._numbers), rows, inputs, self.engine.stop_ids, stream)
         with self._wake:
             if len(self._waiting) >= self.queue_size:
