@@ -7,7 +7,7 @@ rows) answers the same records with the same policy loaded in this process. Both
 greedy, one CPU thread each (the server is started with OMP_NUM_THREADS=1; this process sets
 torch to one thread). The model load is not timed on either side. Repeats alternate the two.
 
-Run: `.venv/bin/python benchmarks/bench_batch.py [--n 120 --repeats 2]`
+Run: `.venv/bin/python benchmarks/bench_batch.py [--n 120 --repeats 5]`
 Prints items/s (one item = one case answered in both modes) of each path and page / eval
 (target >= 0.9), and the two accuracies (which should agree).
 """
@@ -31,7 +31,7 @@ from medr1_demo.protocol import MODES  # noqa: E402
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=120, help="cases in the batch")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--policy", default=str(ROOT / "assets" / "demo-policy"))
     args = parser.parse_args(argv)
 

@@ -9,6 +9,7 @@ letters.py     option probabilities where a mode wrote its answer
 relevance.py   where each mode looked: relevance maps of the answer letter over the picture
 trust.py       the image and order controls and the rationale check, in words (no torch)
 picture.py     the picture a policy sees: its training size, for the app and the trainer alike
+shared_pictures.py  rows showing one scan prepare and encode it once (modes, controls, groups)
 checkpoint.py  folders, hub repos and sub-folders, processors, LoRA, 4/8-bit
 catalogue.py   the policies that can be served, and Auto routing by modality
 library.py     loaded policies: on first use, least recently used unloaded
