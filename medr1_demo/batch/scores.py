@@ -247,17 +247,19 @@ def write_summary(summary: dict, folder, extra: dict | None = None) -> tuple[Pat
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for row in csv_rows(summary):
-            writer.writerow({k: _csv_value(row.get(k)) for k in fields})
+            writer.writerow({k: csv_value(row.get(k)) for k in fields})
     return json_path, csv_path
 
 
-def _csv_value(value):
+def csv_value(value):
+    """A CSV cell: blank for None, floats to 6 decimals."""
     if value is None:
         return ""
     return round(value, 6) if isinstance(value, float) else value
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A share as a percentage with one decimal, "-" when there is none."""
     return "-" if value is None else f"{100 * value:.1f}"
 
 
@@ -272,7 +274,7 @@ def format_table(summary: dict) -> str:
     lines.append(" " * width + "".join(f"{m:>14}{'n':>7}" for m in modes))
 
     def line(label: str, cells: list[tuple[float | None, int | str]]) -> str:
-        return f"{label:<{width}}" + "".join(f"{_percent(a):>14}{n!s:>7}" for a, n in cells)
+        return f"{label:<{width}}" + "".join(f"{percent(a):>14}{n!s:>7}" for a, n in cells)
 
     for grouping in GROUPINGS:
         names = sorted({n for e in results.values() for n in e[grouping]})
@@ -295,6 +297,6 @@ def format_table(summary: dict) -> str:
     if agree:
         lines.append(
             f"Modes agree on {agree['same']} of {agree['compared']} items where both gave a letter "
-            f"({_percent(agree['rate'])}%; {agree['items']} items run in both modes)"
+            f"({percent(agree['rate'])}%; {agree['items']} items run in both modes)"
         )
     return "\n".join(lines)

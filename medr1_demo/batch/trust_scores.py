@@ -32,7 +32,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from medr1_demo.batch.scores import GROUPING_LABELS, GROUPINGS, latest
+from medr1_demo.batch.scores import GROUPING_LABELS, GROUPINGS, csv_value, latest, percent
 from medr1_demo.policy.trust import IMAGE, ORDER
 from medr1_demo.protocol import THINKING
 
@@ -174,25 +174,15 @@ def write_report(report: dict, folder) -> list[Path]:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for row in csv_rows(report):
-            writer.writerow({k: _cell(row.get(k)) for k in fields})
+            writer.writerow({k: csv_value(row.get(k)) for k in fields})
     with open(paths[2], "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["mode", "low", "high", "n", "probability",
                                                     "accuracy"])  # fmt: skip
         writer.writeheader()
         for mode, entry in report["results"].items():
             for b in entry["reliability"]:
-                writer.writerow({"mode": mode, **{k: _cell(v) for k, v in b.items()}})
+                writer.writerow({"mode": mode, **{k: csv_value(v) for k, v in b.items()}})
     return paths
-
-
-def _cell(value):
-    if value is None:
-        return ""
-    return round(value, 6) if isinstance(value, float) else value
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def format_table(report: dict) -> str:
@@ -218,6 +208,6 @@ def format_table(report: dict) -> str:
             if all(c is None for c in cells):
                 continue
             label = shown[(grouping, name)]
-            lines.append(f"  {label:<{width - 2}}" + "".join(f"{_percent(c):>14}" for c in cells))
+            lines.append(f"  {label:<{width - 2}}" + "".join(f"{percent(c):>14}" for c in cells))
     lines.append("A blank (-) cell: no answer where it could be judged (see checks.json's n_*).")
     return "\n".join(lines)
