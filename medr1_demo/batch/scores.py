@@ -137,6 +137,28 @@ def latest(results: Iterable[dict]) -> dict[tuple[str, str], dict]:
     return {(row["id"], row["mode"]): row for row in results}
 
 
+def selected(
+    results: Iterable[dict], modes, ids: set[str] | None = None
+) -> dict[tuple[str, str], dict]:
+    """The latest result of each (id, mode) of `modes`, only of the items in `ids` when given."""
+    return {
+        pair: row
+        for pair, row in latest(results).items()
+        if pair[1] in modes and (ids is None or pair[0] in ids)
+    }
+
+
+def by_group(rows: list[dict], figures) -> dict:
+    """`figures(rows)` of all `rows` ("overall") and of each group of every grouping."""
+    entry = {"overall": figures(rows)}
+    for grouping in GROUPINGS:
+        groups = defaultdict(list)
+        for row in rows:
+            groups[str(row.get(grouping) or "unknown")].append(row)
+        entry[grouping] = {name: figures(groups[name]) for name in sorted(groups)}
+    return entry
+
+
 # ------------------------------------------------------------------------------------ summary
 
 
@@ -150,7 +172,8 @@ def _tally(rows: list[dict], scoring: str) -> dict:
     }
 
 
-def _mean(values: list[float | None]) -> float | None:
+def mean(values: list[float | None]) -> float | None:
+    """The mean of the values that are not None; None when there are none."""
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
 
@@ -187,23 +210,13 @@ def summarise(
     if scoring not in SCORINGS:
         raise ValueError(f"scoring must be one of {SCORINGS}, not {scoring!r}")
     modes = tuple(modes)
-    by_pair = {
-        pair: row
-        for pair, row in latest(results).items()
-        if pair[1] in modes and (ids is None or pair[0] in ids)
-    }
+    by_pair = selected(results, modes, ids)
     per_mode = {}
     for mode in modes:
         rows = [row for (_, m), row in sorted(by_pair.items()) if m == mode]
-        entry = {"overall": _tally(rows, scoring)}
+        entry = by_group(rows, lambda group: _tally(group, scoring))
         for grouping in GROUPINGS:
-            groups = defaultdict(list)
-            for row in rows:
-                groups[str(row.get(grouping) or "unknown")].append(row)
-            entry[grouping] = {name: _tally(groups[name], scoring) for name in sorted(groups)}
-            entry[f"mean_over_{grouping}"] = _mean(
-                [g["accuracy"] for g in entry[grouping].values()]
-            )
+            entry[f"mean_over_{grouping}"] = mean([g["accuracy"] for g in entry[grouping].values()])
         per_mode[mode] = entry
     return {
         "scoring": scoring,

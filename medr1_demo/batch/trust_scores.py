@@ -29,10 +29,17 @@ A rate is over the answers where it can be judged (both letters valid, a probabi
 
 import csv
 import json
-from collections import defaultdict
 from pathlib import Path
 
-from medr1_demo.batch.scores import GROUPING_LABELS, GROUPINGS, csv_value, latest, percent
+from medr1_demo.batch.scores import (
+    GROUPING_LABELS,
+    GROUPINGS,
+    by_group,
+    csv_value,
+    mean,
+    percent,
+    selected,
+)
 from medr1_demo.policy.trust import IMAGE, ORDER
 from medr1_demo.protocol import THINKING
 
@@ -58,8 +65,10 @@ def _share(hits: list[bool]) -> float | None:
     return sum(hits) / len(hits) if hits else None
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+def _pairs(rows: list[dict]) -> list[tuple[float, bool]]:
+    """(probability of the chosen option, right) of the rows with both."""
+    return [(float(row["probability"]), bool(row.get("correct"))) for row in rows
+            if row.get("probability") is not None and row.get("answer") is not None]  # fmt: skip
 
 
 def reliability_bins(pairs: list[tuple[float, bool]], bins: int = BINS) -> list[dict]:
@@ -73,7 +82,7 @@ def reliability_bins(pairs: list[tuple[float, bool]], bins: int = BINS) -> list[
             "low": k / bins,
             "high": (k + 1) / bins,
             "n": len(group),
-            "probability": _mean([p for p, _ in group]),
+            "probability": mean([p for p, _ in group]),
             "accuracy": _share([right for _, right in group]),
         }
         for k, group in enumerate(groups)
@@ -93,7 +102,7 @@ def expected_calibration_error(pairs: list[tuple[float, bool]], bins: int = BINS
 
 def _figures(rows: list[dict]) -> dict:
     """The trust figures of one group of result lines (one mode)."""
-    image, order, rationale, pairs = [], [], [], []
+    image, order, rationale, pairs = [], [], [], _pairs(rows)
     for row in rows:
         checks, controls = row.get("checks") or {}, row.get("controls") or {}
         letter = row.get("prediction")
@@ -104,8 +113,6 @@ def _figures(rows: list[dict]) -> dict:
             order.append(checks[ORDER])
         if RATIONALE in checks:
             rationale.append(checks[RATIONALE])
-        if row.get("probability") is not None and row.get("answer") is not None:
-            pairs.append((float(row["probability"]), bool(row.get("correct"))))
     concluded = [v for v in rationale if v in ("consistent", "contradicts")]
     return {
         "answers": len(rows),
@@ -115,8 +122,8 @@ def _figures(rows: list[dict]) -> dict:
         "order_holds": _share([v == "holds" for v in order]),
         "follows_position": _share([v == "follows position" for v in order]),
         "n_order": len(order),
-        "p_right": _mean([p for p, right in pairs if right]),
-        "p_wrong": _mean([p for p, right in pairs if not right]),
+        "p_right": mean([p for p, right in pairs if right]),
+        "p_wrong": mean([p for p, right in pairs if not right]),
         "ece": expected_calibration_error(pairs),
         "n_probability": len(pairs),
         "rationale_agrees": _share([v == "consistent" for v in concluded]),
@@ -128,24 +135,11 @@ def _figures(rows: list[dict]) -> dict:
 def summarise(results, modes, ids: set[str] | None = None) -> dict:
     """The trust figures per mode: overall, per test file, modality and question type, and the
     reliability bins of the whole mode."""
-    chosen = {
-        pair: row
-        for pair, row in latest(results).items()
-        if pair[1] in modes and (ids is None or pair[0] in ids)
-    }
+    chosen = selected(results, modes, ids)
     per_mode = {}
     for mode in modes:
         rows = [row for (_, m), row in sorted(chosen.items()) if m == mode]
-        entry = {"overall": _figures(rows)}
-        for grouping in GROUPINGS:
-            groups = defaultdict(list)
-            for row in rows:
-                groups[str(row.get(grouping) or "unknown")].append(row)
-            entry[grouping] = {name: _figures(groups[name]) for name in sorted(groups)}
-        pairs = [(float(r["probability"]), bool(r.get("correct"))) for r in rows
-                 if r.get("probability") is not None and r.get("answer") is not None]  # fmt: skip
-        entry["reliability"] = reliability_bins(pairs)
-        per_mode[mode] = entry
+        per_mode[mode] = {**by_group(rows, _figures), "reliability": reliability_bins(_pairs(rows))}
     return {"modes": list(modes), "bins": BINS, "results": per_mode}
 
 

@@ -63,8 +63,9 @@ class PolicyEngine:
     def __init__(self, model, processor, info: ModelInfo):
         self.model, self.processor, self.info = model, processor, info
         self.image_size = info.image_size  # the picture it trained on (policy.picture)
-        self._lock = threading.Lock()
-        self.lock = self._lock  # held while the model runs outside a batch (relevance maps)
+        # Held while the model runs outside the shared batch: a request's own generation,
+        # a relevance map's forward and backward pass.
+        self.lock = threading.Lock()
         self.scheduler = None
         self.letter_forms = LetterForms.of(processor.tokenizer)
         # rows that show one scan (both modes, the order control) prepare and encode it once
@@ -222,7 +223,7 @@ class PolicyEngine:
         if len(limits) != len(prompts) or min(limits, default=1) < 1:
             raise ValueError("max_new_tokens needs one positive limit per prompt.")
         rows = [Row(i, p, n) for i, p, n in zip(images, prompts, limits, strict=True)]
-        with self._lock:
+        with self.lock:
             outputs = self._run(rows, settings or DecodingConfig())
         return [(self.decode(tokens), len(tokens)) for tokens, _ in outputs]
 
@@ -244,7 +245,7 @@ class PolicyEngine:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1.")
         settings = settings or DecodingConfig()
-        with self._lock:
+        with self.lock:
             if continuous_batching and batching.supported(self.model):
                 yield from batching.complete(self, requests, batch_size, settings)
                 return
@@ -281,7 +282,7 @@ class PolicyEngine:
 
         def work():
             try:
-                with self._lock:
+                with self.lock:
                     if cancel.is_set():  # the consumer left while this call waited for the lock
                         return
                     streamer.start = time.perf_counter()
