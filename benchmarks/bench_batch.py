@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 sys.path.insert(0, str(ROOT / "tests"))  # conftest.launch_app starts the server
 
-from medr1_demo.batch import outputs  # noqa: E402
+from medr1_demo.batch import outputs, scores  # noqa: E402
 from medr1_demo.protocol import MODES  # noqa: E402
 
 
@@ -76,8 +76,8 @@ def main(argv=None) -> int:
             started = time.perf_counter()
             results, _ = evaluate.evaluate(items, folder, lambda: engine, settings, {})
             trainer.append(args.n / (time.perf_counter() - started))
-            tally = {m: [r["correct"] for r in results if r["mode"] == m] for m in MODES}
-            accuracy["eval"] = {m: sum(v) / len(v) for m, v in tally.items()}
+            summary = scores.summarise(results, MODES)["results"]
+            accuracy["eval"] = {m: summary[m]["overall"]["accuracy"] for m in MODES}
             print(f"repeat {repeat + 1}: page {page[-1]:.2f} items/s, eval {trainer[-1]:.2f}")
     finally:
         server.stop()

@@ -22,7 +22,6 @@ from trainer.eval.run_folder import RESULTS, read_results
 from trainer.phantoms.synth import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_CHECKS = [f"{mode}:{name}" for mode in MODES for name in ("image", "order")]
 
 
 def line(id_, mode, answer, prediction, probability, checks, grey=None, modality="CT"):
@@ -127,6 +126,8 @@ def test_eval_checks_of_an_always_a_policy(answer_a, phantoms, tmp_path, capsys)
     capsys.readouterr()
     assert evaluate.main(argv[:-1]) == 2
     assert "checks" in capsys.readouterr().err
+    assert evaluate.main([*argv, "--plain_batches"]) == 2  # checks need the shared batch
+    assert "--plain_batches" in capsys.readouterr().err
 
 
 def blind(engine: PolicyEngine) -> PolicyEngine:

@@ -10,6 +10,7 @@ import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
 
+from medr1_demo.batch import runner
 from medr1_demo.batch.sources import Record
 from medr1_demo.policy.engine import PolicyEngine
 from medr1_demo.policy.picture import MEDR1_RELEASE_SIZE, as_trained, training_size
@@ -57,7 +58,7 @@ def test_app_and_trainer_eval_give_the_same_model_input(tiny_checkpoint, tmp_pat
     record = Record("ct.json", 0, str(scan), format_question(question, options),
                     make_solution("A"), 2, "CT", "Modality Recognition")  # fmt: skip
     item = evaluate.Item("ct:0", "ct", record)
-    (from_eval,) = evaluate.load_images([evaluate.Row(item, NO_THINKING, prompt)])
+    (from_eval,) = runner.load_images([evaluate.Row(item, NO_THINKING, prompt)])  # as eval reads
     app = engine.model_inputs([request.image], [prompt])
     ours = engine.model_inputs([from_eval], [prompt])
     assert (app["pixel_values"] == ours["pixel_values"]).all()

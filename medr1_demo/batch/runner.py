@@ -119,8 +119,6 @@ def picture(path: str, size: int = 0):
 
 def load_images(rows: list[Row], read=picture) -> list:
     """Each row's image (one read per distinct file), or a plain-words reason it cannot be used."""
-    from medr1_demo.scan.reader import ScanError
-
     loaded: dict[str, object] = {}
     for path in dict.fromkeys(row.item.record.image for row in rows):
         try:
@@ -223,6 +221,16 @@ def answer_rows(
 # ------------------------------------------------------------------------- item by item, aided
 
 
+def request_sizes(max_rows: int, modes, checks, share: int, waiting: int) -> tuple[int, int]:
+    """(cases per request, requests in flight) for `ask_items` beside a shared batch of `max_rows`
+    rows: a request of at most 8 cases takes about 1/`share` of the batch, and enough requests are
+    in flight to fill it with `waiting` more prepared to take their places. A case is a row per
+    mode plus one per control ("mode:name" in `checks`) of those modes."""
+    per_case = len(modes) + sum(1 for check in checks if check.split(":")[0] in modes)
+    group = max(1, min(8, max_rows // (share * per_case)))
+    return group, max(1, max_rows // (group * per_case)) + waiting
+
+
 def ask_items(
     answer_many: Callable,
     items: list[Item],
@@ -244,10 +252,12 @@ def ask_items(
 
     def prepared(chunk: list[Item]) -> tuple[list, list]:
         """(item, picture, Question) of the chunk's askable items; (item, reason) of the rest."""
-        asked, done = [], []
+        asked, done, pictures = [], [], {}  # a file named by several cases is read once
         for item in chunk:
             try:
-                image = read(item.record.image, 0)
+                path = item.record.image
+                image = pictures[path] if path in pictures else read(path, 0)
+                pictures[path] = image
             except ScanError as err:  # a sentence for the person (never a path)
                 done.append((item, f"image does not decode: {err}"))
                 continue

@@ -249,10 +249,13 @@ def csv_rows(summary: dict) -> list[dict]:
     return rows
 
 
-def write_summary(summary: dict, folder, extra: dict | None = None) -> tuple[Path, Path]:
-    """summary.json (with `extra`, e.g. the model and skipped records) and summary.csv."""
+def write_summary(
+    summary: dict, folder, extra: dict | None = None, stem: str | None = None
+) -> tuple[Path, Path]:
+    """summary.json (with `extra`, e.g. the model and skipped records) and summary.csv; `stem`
+    names them instead (default: the scoring's, `SUMMARY_STEMS`)."""
     folder = Path(folder)
-    stem = SUMMARY_STEMS[summary["scoring"]]
+    stem = stem or SUMMARY_STEMS[summary["scoring"]]
     json_path, csv_path = folder / f"{stem}.json", folder / f"{stem}.csv"
     json_path.write_text(json.dumps({**summary, **(extra or {})}, indent=1) + "\n", "utf-8")
     fields = ["grouping", "group", "mode", "items", "correct", "accuracy", "format_kept"]

@@ -33,7 +33,7 @@ import gradio as gr
 
 from medr1_demo.batch import outputs, scores
 from medr1_demo.batch.cases import CaseListError, read_cases
-from medr1_demo.batch.runner import aided_lines, ask_items, picture
+from medr1_demo.batch.runner import aided_lines, ask_items, picture, request_sizes
 from medr1_demo.config import AppConfig
 from medr1_demo.protocol import LETTERS, MODES
 from medr1_demo.web import aids, render, uploads
@@ -174,9 +174,8 @@ class BatchTab:
 
             # Groups of cases, each one request whose rows join the shared batch together; as
             # many groups in flight as the batch holds, and a few waiting to take their places.
-            per_case = len(chosen) + len(controls)
-            group = max(1, min(8, server.max_batch_rows // (4 * per_case)))
-            workers = server.max_batch_rows // (group * per_case) + max(1, server.queue_size // 4)
+            waiting = max(1, server.queue_size // 4)
+            group, workers = request_sizes(server.max_batch_rows, chosen, controls, 4, waiting)
             lines, problems, total = [], list(cases.problems), len(cases.items)
             yield lines, problems, 0, total, thumbnails
             done = 0
@@ -186,7 +185,9 @@ class BatchTab:
                     problems.append(f"{item.id}: {result}")
                 else:
                     lines.extend(aided_lines(item, result, chosen))
-                    thumbnails[item.id] = thumbnails.pop(item.record.image, "")
+                    thumbnails[item.id] = thumbnails.get(
+                        item.record.image, ""
+                    )  # cases may share it
                 if done == total:
                     logger.info("batch: answered in %.1f s", time.perf_counter() - started)
                 yield lines, problems, done, total, thumbnails
@@ -209,7 +210,7 @@ class BatchTab:
                 out = out or Path(tempfile.mkdtemp(prefix="downloads-", dir=self.uploads))
                 files = write_downloads(lines, problems, out, stem, final=done == total)
                 status = status_html(done, total, problems, now - started)
-                yield status, table_html(lines, thumbs, problems), files
+                yield status, table_html(lines, thumbs), files
         except RequestError as error:
             logger.info("batch refused: %s", error.reason)
             yield render.message_html(str(error), "warning"), "", None
@@ -252,12 +253,9 @@ def write_downloads(lines, problems, out: Path, stem: str, final: bool) -> list[
     answered = [line for line in lines if line.get("answer")]
     if final and answered:
         summary = scores.summarise(answered, modes)
-        _, summary_csv = scores.write_summary(summary, out)
-        stemmed = out / f"{stem}-summary.csv"
-        summary_csv.rename(stemmed)
-        (out / "summary.json").rename(out / f"{stem}-summary.json")
+        json_path, csv_path = scores.write_summary(summary, out, stem=f"{stem}-summary")
         figure = outputs.accuracy_figure(summary, out / f"{stem}-summary.png")
-        files += [str(stemmed), str(out / f"{stem}-summary.json"), str(figure)]
+        files += [str(csv_path), str(json_path), str(figure)]
     return files
 
 
@@ -282,7 +280,7 @@ def status_html(done: int, total: int, problems: list[str], seconds: float) -> s
     return render.message_html(text, "info") + skipped
 
 
-def table_html(lines: list[dict], thumbnails: dict[str, str], problems=()) -> str:
+def table_html(lines: list[dict], thumbnails: dict[str, str]) -> str:
     """One row per case: thumbnail and its name in the ZIP, question, each mode's answer with
     its option probability and checks, and right/wrong when the list gave the answer."""
     if not lines:

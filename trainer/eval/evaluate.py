@@ -45,6 +45,7 @@ the app's Batch tab runs too; it adds the resumable output folder and the printe
 """
 
 import argparse
+import functools
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -57,19 +58,18 @@ from medr1_demo.batch.runner import (  # the batch loop, shared with the app's B
     aided_lines,
     answer_rows,
     ask_items,
-    load_images,
     missing_images,
     order_rows,
     plan_rows,
-    result_line,
+    request_sizes,
     token_lengths,
 )
 from medr1_demo.batch.sources import Problem, find_data_files, read_records
-from medr1_demo.policy.trust import CONTROLS
+from medr1_demo.policy.trust import CONTROLS, read_checks
 from medr1_demo.protocol import MODES, PROMPT_SETS, TRAINING_PROMPTS, prompt_modes
 from trainer.eval import run_folder as runs
 
-__all__ = ["Item", "Row", "Settings", "evaluate", "load_images", "main", "result_line"]
+__all__ = ["Item", "Row", "Settings", "evaluate", "main"]
 
 
 class EvalError(Exception):
@@ -161,10 +161,8 @@ def run_checked(engine, rows: list[Row], settings: Settings, checks, done, write
     tokens = settings.max_new_tokens  # one limit for every row, as the plain loop
     decoding = DecodingConfig(max_new_tokens_thinking=tokens, max_new_tokens_no_thinking=tokens)
     items = list({row.item.id: row.item for row in rows}.values())
-    per_case = len(settings.modes) + sum(1 for c in checks if c.split(":")[0] in settings.modes)
     # groups of cases, each one request; enough in flight to fill the batch, one more waiting
-    group = max(1, min(8, settings.batch_size // (2 * per_case)))
-    workers = max(1, settings.batch_size // (group * per_case)) + 1
+    group, workers = request_sizes(settings.batch_size, settings.modes, checks, 2, 1)
     scheduler = None
     if batching.supported(engine.model):
         scheduler = Scheduler(engine, decoding, max_rows=settings.batch_size, queue_size=workers)
@@ -249,6 +247,7 @@ def default_out(model: str | None, subfolder: str | None, adapter: str | None) -
 
 
 def engine_loader(model, subfolder, adapter, device="auto", dtype="auto", image_size=None):
+    @functools.cache  # one engine per command: the answers and the maps share it
     def load():
         from medr1_demo.policy.engine import PolicyEngine
 
@@ -395,16 +394,18 @@ def chosen_modes(modes: list[str] | None, prompts: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(modes))
 
 
-def chosen_checks(checks: list[str] | None, modes, prompts: str) -> list[str] | None:
+def chosen_checks(
+    checks: list[str] | None, modes, prompts: str, plain_batches: bool = False
+) -> list[str] | None:
     """The controls `--checks` asks for, as "mode:name" (bare: both in every mode); None: none."""
     if checks is None:
         return None
     if prompts != TRAINING_PROMPTS:
         raise EvalError("--checks asks as the app does, with the training prompts; drop --prompts.")
+    if plain_batches:
+        raise EvalError("--checks asks through a shared running batch; drop --plain_batches.")
     if not checks:
         return [f"{mode}:{name}" for mode in modes for name in CONTROLS]
-    from medr1_demo.policy.trust import read_checks
-
     try:
         chosen = read_checks(checks)
     except ValueError as err:
@@ -449,7 +450,7 @@ def main(argv: list[str]) -> int:
         if not items:
             listed = "".join(f"\n  {p}" for p in problems[:20])
             raise EvalError(f"No usable records in {', '.join(args.data)}.{listed}")
-        checks = chosen_checks(args.checks, modes, args.prompts)
+        checks = chosen_checks(args.checks, modes, args.prompts, args.plain_batches)
         settings = Settings(
             modes,
             args.batch_size,
