@@ -55,6 +55,9 @@ class Record:
     rationale: str | None = None  # a worked explanation, when the data has one (synthetic data)
     question_id: str | None = None  # OmniMedVQA's id: what the train/test split hashes
     split: str | None = None  # "train"/"test" for OmniMedVQA QA records, None when pre-split
+    # Where a phantom's finding was drawn (`trainer.phantoms.regions`; its mask path resolved
+    # as the image's), when the record has one; Med-R1's own loaders ignore the field.
+    regions: dict | None = None
 
     @property
     def where(self) -> str:
@@ -253,7 +256,16 @@ def _parse_medr1(row, source, index, root, file_labels) -> Record | Problem:
         question_type=canonical_question_type(_text(row, "question_type")) or file_labels[1],
         rationale=_text(row, "rationale") or None,
         question_id=_text(row, "id") or None,
+        regions=_regions(row.get("regions"), root),
     )
+
+
+def _regions(value, root: Path) -> dict | None:
+    if not isinstance(value, dict) or not value:
+        return None
+    if isinstance(value.get("mask"), str):
+        return {**value, "mask": _image_path(value["mask"], root)}
+    return dict(value)
 
 
 def _parse_omnimed(row, source, index, root, test_fraction, split_seed) -> Record | Problem:

@@ -105,6 +105,15 @@ def answer_step(tokens: list[int], decode) -> tuple[int, str, str] | str:
     return "The output has no <answer> tag, so there is no answer to weigh."
 
 
+def letter_slots(forms: LetterForms, prefix: str, rest: str, n_options: int) -> list[int] | None:
+    """Where each of the question's letters, written after `prefix` in one token, sits among the
+    recorded letter forms (`forms.ids`); None when this tokenizer writes some in several pieces."""
+    letters = LETTERS[:n_options]
+    if rest or any((prefix, letter) not in forms.index for letter in letters):
+        return None
+    return [forms.index[(prefix, letter)] for letter in letters]
+
+
 def option_probabilities(
     tokens: list[int], steps: list[list[float]], forms: LetterForms, n_options: int, decode
 ) -> OptionProbabilities:
@@ -114,13 +123,14 @@ def option_probabilities(
         return OptionProbabilities(None, None, found)
     step, prefix, rest = found
     letters = LETTERS[:n_options]
-    if rest or any((prefix, letter) not in forms.index for letter in letters):
+    slots = letter_slots(forms, prefix, rest, n_options)
+    if slots is None:
         return OptionProbabilities(
             None, None, "This tokenizer writes some option letters in several pieces here."
         )
     if step >= len(steps):
         return OptionProbabilities(None, None, "No scores were recorded for this answer.")
-    logprobs = [steps[step][forms.index[(prefix, letter)]] for letter in letters]
+    logprobs = [steps[step][slot] for slot in slots]
     top = max(logprobs)
     weights = [math.exp(lp - top) for lp in logprobs]
     total = sum(weights)

@@ -32,8 +32,8 @@ from dataclasses import replace
 
 import torch
 
-from medr1_demo.policy.letters import answer_step
-from medr1_demo.protocol import LETTERS, Question, build_prompt
+from medr1_demo.policy.letters import answer_step, letter_slots
+from medr1_demo.protocol import Question, build_prompt
 from medr1_demo.results import ModeAnswer, RelevanceMap
 
 logger = logging.getLogger(__name__)
@@ -68,11 +68,8 @@ def relevance_map(
     step, prefix, rest = found
     chosen = tokens[step]
     letter = engine.decode([chosen])[len(prefix)].upper()
-    forms = engine.letter_forms
-    letters = LETTERS[:n_options]
-    choices = None
-    if not rest and all((prefix, x) in forms.index for x in letters):
-        choices = [forms.ids[forms.index[(prefix, x)]] for x in letters]
+    slots = letter_slots(engine.letter_forms, prefix, rest, n_options)
+    choices = None if slots is None else [engine.letter_forms.ids[slot] for slot in slots]
     with engine.lock:  # beside the engine's own generation, one at a time
         inputs = engine.model_inputs([image], [prompt])
         scores = visual_relevance(engine.model, inputs, tokens[:step], chosen, choices, level)
@@ -108,7 +105,9 @@ def visual_relevance(model, inputs, context: list[int], target: int, choices=Non
     with torch.inference_mode(False), torch.enable_grad():
         pixels = inputs["pixel_values"][: t * h * w].detach().clone()
         pixels.requires_grad_(level == "pixels")
-        features = inner.get_image_features(pixels, grid_thw)
+        # visual tokens as the input: the vision tower's own graph is not needed, so not built
+        with torch.set_grad_enabled(level == "pixels"):
+            features = inner.get_image_features(pixels, grid_thw)
         features = getattr(features, "pooler_output", features)  # transformers >= 5: a tuple
         if isinstance(features, tuple | list):
             features = torch.cat(list(features), dim=0)
@@ -147,18 +146,16 @@ def _positions(inner, ids, mask, grid_thw, image_token_id):
     return positions
 
 
-def with_maps(engine, image, question: Question, answers: dict[str, ModeAnswer],
-              prompts=None) -> dict[str, ModeAnswer]:  # fmt: skip
+def with_maps(engine, image, question: Question, answers: dict[str, ModeAnswer]
+              ) -> dict[str, ModeAnswer]:  # fmt: skip
     """`answers` with each mode's relevance map; a map that fails says so and the answer stays.
-
-    `prompts` (mode -> prompt text) defaults to the training prompts the engine asks with.
-    """
+    Each mode is explained under the training prompt the engine asked it with."""
     found = {}
     for mode, answer in answers.items():
         if answer.letter is None:
             shown = RelevanceMap(None, None, METHOD, "There is no answer letter to explain.")
         else:
-            prompt = (prompts or {}).get(mode) or build_prompt(question.formatted, mode)
+            prompt = build_prompt(question.formatted, mode)
             try:
                 shown = relevance_map(engine, image, prompt, answer.raw, len(question.options))
             except Exception as error:  # a map never costs the answer

@@ -250,34 +250,30 @@ class Handlers:
         yield self._page({}, request.modes, status, asked, options)
         answers, second = {}, None
         maps = maps is True
-
-        def shown_maps(found):
-            return render.relevance_html(found, request.image, maps)
-
+        relevance = ""  # drawn from the first policy's answers, which the comparison leaves be
         try:
             for answers in self._generate(request, request.policy, maps=maps):
-                yield self._page(answers, request.modes, "", asked, options,
-                                 relevance=shown_maps(answers))  # fmt: skip
+                relevance = render.relevance_html(answers, request.image, maps)
+                yield self._page(answers, request.modes, "", asked, options, relevance=relevance)
             if request.compare:
                 status = render.message_html(
                     self._loading(request.compare) or f"Asking {request.compare} too…", "info"
                 )
                 yield self._page(answers, request.modes, status, asked, options,
-                                 relevance=shown_maps(answers))  # fmt: skip
+                                 relevance=relevance)  # fmt: skip
                 for second in self._generate(request, request.compare):
                     shown = render.comparison_html(request.compare, answers, second, options)
                     yield self._page(answers, request.modes, "", asked, options, shown,
-                                     relevance=shown_maps(answers))  # fmt: skip
+                                     relevance=relevance)  # fmt: skip
         except RequestError as error:
             status = render.message_html(str(self.refused(error)))
             shown = render.comparison_html(request.compare, answers, second, options)
             yield self._page(answers, request.modes, status, asked, options, shown,
-                             relevance=shown_maps(answers))  # fmt: skip
+                             relevance=relevance)  # fmt: skip
             return
         panel = self._panel(request)
         shown = render.comparison_html(request.compare, answers, second, options)
-        yield self._page(answers, request.modes, "", asked, options, shown, panel,
-                         shown_maps(answers))  # fmt: skip
+        yield self._page(answers, request.modes, "", asked, options, shown, panel, relevance)
 
     def _panel(self, request: Request) -> str:
         info = self._info(request.policy)

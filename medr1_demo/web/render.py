@@ -4,9 +4,7 @@ Pure functions of the engine's dataclasses; no Gradio and no torch, so they are 
 Everything the model or a person wrote is HTML-escaped before it reaches the page.
 """
 
-import base64
 import html
-import io
 
 from medr1_demo import overlay
 from medr1_demo.protocol import LETTERS, MODES, NO_THINKING, THINKING, Question
@@ -210,13 +208,10 @@ def preview_html(image) -> str:
         red, green, blue = shown.split()
         if red.tobytes() == green.tobytes() == blue.tobytes():  # grey scans: a third of the bytes
             shown = red
-    buffer = io.BytesIO()
-    shown.save(buffer, format="PNG")
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
     caption = f"Model input: {width} × {height} px, RGB"
     return (
         '<figure class="medr1-preview">'
-        f'<img src="data:image/png;base64,{data}" alt="Scan as the model sees it" />'
+        f'<img src="{overlay.data_url(shown)}" alt="Scan as the model sees it" />'
         f"<figcaption>{_e(caption)}</figcaption></figure>"
     )
 

@@ -62,63 +62,48 @@ def pointing(grid, mask: np.ndarray) -> dict:
     }
 
 
-def read_regions(items) -> dict[str, tuple[dict, Path]]:
-    """item id -> (its record's `regions`, the folder the record's paths are relative to)."""
-    files: dict[str, list] = {}
-    found = {}
-    for item in items:
-        record = item.record
-        path = Path(record.source)
-        if path.suffix not in (".json", ".jsonl") or not path.is_file():
-            continue
-        if record.source not in files:
-            text = path.read_text(encoding="utf-8")
-            files[record.source] = (
-                json.loads(text)
-                if path.suffix == ".json"
-                else [json.loads(line) for line in text.splitlines() if line.strip()]
-            )
-        raw = files[record.source]
-        if not isinstance(raw, list) or record.index >= len(raw):
-            continue
-        entry = raw[record.index]
-        where = entry.get("regions") if isinstance(entry, dict) else None
-        image = str(entry.get("image", "")) if isinstance(entry, dict) else ""
-        if not where or not image or not record.image.endswith(image):
-            continue
-        found[item.id] = (where, Path(record.image[: -len(image)] or "."))
-    return found
-
-
 def score_maps(engine, items, results: list[dict], prompts: str, progress: bool = True):
-    """One line per (item, mode) with a finding and an answer letter: its map and its scores."""
+    """One line per (item, mode) with a finding and an answer letter: its map and its scores.
+
+    The finding is the record's `regions` (read with the record, `medr1_demo.batch.sources`);
+    each item's picture and mask are read once for all its modes."""
     from tqdm.auto import tqdm
 
     from medr1_demo.policy import relevance
 
-    where = read_regions(items)
     by_id = {item.id: item for item in items}
-    chosen = [r for r in results if r["id"] in where and r.get("prediction")]
+    by_item: dict[str, list[dict]] = defaultdict(list)
+    for result in results:
+        item = by_id.get(result["id"])
+        if item is not None and item.record.regions and result.get("prediction"):
+            by_item[result["id"]].append(result)
     lines = []
-    for result in tqdm(chosen, desc="maps", unit="map", disable=not progress):
-        item = by_id[result["id"]]
-        found, root = where[result["id"]]
-        image = picture(item.record.image)
-        prompt = build_prompt(item.record.question, result["mode"], prompts)
-        try:
-            shown = relevance.relevance_map(
-                engine, image, prompt, result["raw"], result["n_options"]
-            )
-        except Exception as error:  # one map that fails is a line saying so, not a lost run
-            lines.append({**_labels(result), "problem": f"map failed ({type(error).__name__})"})
-            continue
-        line = {**_labels(result), "finding": found.get("finding"), "seconds": shown.seconds}
-        if shown.grid is None:
-            lines.append({**line, "problem": shown.problem})
-            continue
-        mask = phantom_regions.region_mask(found, image.size, root)
-        lines.append({**line, **pointing(shown.grid, mask), "grid": shown.grid,
-                      "boxes": found.get("boxes", [])})  # fmt: skip
+    bar = tqdm(total=sum(map(len, by_item.values())), desc="maps", unit="map",
+               disable=not progress)  # fmt: skip
+    with bar:
+        for key, answered in by_item.items():
+            record = by_id[key].record
+            found, image, mask = record.regions, picture(record.image), None
+            for result in answered:
+                bar.update(1)
+                prompt = build_prompt(record.question, result["mode"], prompts)
+                try:
+                    shown = relevance.relevance_map(
+                        engine, image, prompt, result["raw"], result["n_options"]
+                    )
+                except Exception as error:  # one map that fails is a line saying so
+                    problem = f"map failed ({type(error).__name__})"
+                    lines.append({**_labels(result), "problem": problem})
+                    continue
+                line = {**_labels(result), "finding": found.get("finding"),
+                        "seconds": shown.seconds}  # fmt: skip
+                if shown.grid is None:
+                    lines.append({**line, "problem": shown.problem})
+                    continue
+                if mask is None:
+                    mask = phantom_regions.region_mask(found, image.size)
+                lines.append({**line, **pointing(shown.grid, mask), "grid": shown.grid,
+                              "boxes": found.get("boxes", [])})  # fmt: skip
     return lines
 
 
@@ -203,7 +188,7 @@ def examples_figure(lines: list[dict], items, path: Path, count: int = EXAMPLES)
             top = row * (side + caption)
             sheet.paste(shown, (column * side, top + caption))
             text = (
-                f"{line['modality'][:10]}, {'thinking' if mode == MODES[0] else 'no-thinking'}: "
+                f"{line['modality'][:10]}, {mode}: "
                 f"{line['prediction']} {'right' if line['correct'] else 'wrong'}, "
                 f"{100 * line['mass']:.0f}% in"
             )

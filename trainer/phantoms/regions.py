@@ -74,10 +74,10 @@ def write_side_files(base: Path, found: dict, mask: np.ndarray) -> None:
 
 
 def region_mask(found: dict, size: tuple[int, int], folder: Path | None = None) -> np.ndarray:
-    """The finding's mask at `size` (width, height): its mask file when `folder` holds it (the
-    folder the record's paths are relative to), else its boxes filled in."""
+    """The finding's mask at `size` (width, height): its mask file when it exists (a relative path
+    is taken from `folder`, the folder the record's paths are relative to), else its boxes."""
     width, height = size
-    path = Path(folder) / found["mask"] if folder is not None and found.get("mask") else None
+    path = Path(folder or "") / found["mask"] if found.get("mask") else None
     if path is not None and path.is_file():
         with Image.open(path) as image:
             shown = image.convert("L").resize((width, height), Image.Resampling.NEAREST)
