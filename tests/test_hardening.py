@@ -16,9 +16,10 @@ import pytest
 from conftest import launch_app
 from gradio_client import Client
 
+from medr1_demo.web.layout import API_INPUTS
+
 PLANTED = "DOE_JOHN_123456"
-# modes, frame, window, checks, plane, series, policy, compare, files, slice, modality: defaults
-NONE = (None,) * 12  # the inputs after scan, question and options (layout.API_INPUTS)
+NONE = (None,) * (len(API_INPUTS) - 3)  # the inputs after scan, question and options: defaults
 ROOT = Path(__file__).resolve().parents[1]
 PAGE_EVENTS = (
     "new_scan",
@@ -227,8 +228,7 @@ BAD_VALUES = [
     ("maps", "yes", "`maps` must be true or false"),
     ("maps", 1, "`maps` must be true or false"),
 ]
-ORDER = ("scan", "question", "options", "modes", "frame", "window", "checks", "plane", "series",
-         "policy", "compare", "files", "slice", "modality", "maps")  # fmt: skip
+ORDER = API_INPUTS  # the raw routes take the inputs in this order
 
 
 @pytest.mark.parametrize("name, value, words", BAD_VALUES, ids=lambda v: str(v)[:20])

@@ -1,6 +1,6 @@
 """`python -m trainer demo`: rebuild the bundled demo policy from scratch, on CPU.
 
-    python -m trainer demo --out assets/demo-policy           # about 40 minutes on 2 cores
+    python -m trainer demo --out assets/demo-policy           # ~40 min on 2 cores (docs/benchmarks.md)
     python -m trainer demo --out runs/weak --sft_flags "--max_steps 40"   # any recipe override
 
 One recipe (`configs/demo/policy.yaml`, naming `configs/demo/sft.yaml` and `grpo.yaml`) and this
@@ -399,7 +399,12 @@ def main(argv: list[str]) -> int:
     served, best_grpo = Path(metadata.pop("served_run")), Path(metadata.pop("best_grpo_run"))
     size = write_policy(served, out, metadata)
     print(f"wrote {out} ({size / 1e6:.1f} MB): {metadata['served']['why']}")
-    # The other stage beside it, so the page can compare the two (`configs/app.yaml`).
+    # The other stage beside it, so the page can compare the two (`configs/app.yaml`); the
+    # folder of the stage that is not written is removed, so an earlier build's cannot linger.
+    for other, written in ((args.sft_out, served != work / "sft"),
+                           (args.grpo_out, served == work / "sft")):  # fmt: skip
+        if other and not written:
+            shutil.rmtree(other, ignore_errors=True)
     if args.sft_out and served != work / "sft":
         before = beside_metadata(metadata, "sft", "sft")
         size = write_policy(work / "sft", Path(args.sft_out), before)

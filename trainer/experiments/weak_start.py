@@ -207,12 +207,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jobs_cores", type=int, default=None,
                         help="with --seeds: threads in use at once (default: all cores)")  # fmt: skip
     args, rest = parser.parse_known_args(argv)
+    overrides = parse_overrides(rest)  # a mistyped setting stops here, before any run starts
     if args.seeds:
         from trainer.experiments import weak_start_runs
 
         return weak_start_runs.run_all(Path(args.out), args.seeds, args.threads, rest,
                                        args.jobs_cores)  # fmt: skip
-    settings = Settings(seed=args.seed, **parse_overrides(rest))
+    settings = Settings(seed=args.seed, **overrides)
     report = experiment(Path(args.out), settings)
     print(f"seed {settings.seed}: {summary_line(report)}")
     print(f"figures in {args.out}/weak_start.json, curves in {args.out}/training_curves.png")
