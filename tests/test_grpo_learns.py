@@ -1,6 +1,6 @@
 """GRPO visibly learns on CPU: from a weak SFT warm start, Med-R1's rewards raise accuracy.
 
-    .venv/bin/python -m pytest tests/test_grpo_learns.py -q -s   # 3-4 minutes on 2 cores
+    .venv/bin/python -m pytest tests/test_grpo_learns.py -q -s   # about 2.5 minutes on 2 cores
 
 One run of the experiment of docs/grpo-phantoms.md (`trainer.experiments.weak_start`, its default
 settings, seed 0): a small Qwen2-VL learns phantom modality recognition; a short SFT run teaches

@@ -108,7 +108,8 @@ class ScanViews:
         self.picture = picture or (lambda image, policy=None: image)
 
     def open(self, value, series=None):
-        """(the opened scan, the series labels: () unless the upload holds several series)."""
+        """(the opened scan, the series labels: () unless the upload holds several series, the
+        chosen series' 0-based number: None unless it holds several)."""
         paths = read_paths(value)
         started = time.perf_counter()
         try:
@@ -143,7 +144,7 @@ class ScanViews:
             "scan kind=%s files=%d memory=%d load=%.2fs",
             opened.kind, len(paths), opened.nbytes, time.perf_counter() - started,
         )  # fmt: skip
-        return opened, labels
+        return opened, labels, (chosen or 0) if labels else None
 
     def release(self, value) -> None:
         """Drop the decoded scan of an upload that was replaced or whose page was closed."""
@@ -161,12 +162,12 @@ class ScanViews:
     def read_request(self, value, frame=None, window=None, plane=None, series=None):
         """(the scan of a request, its series' 0-based number, the upload's series labels):
         the number is None and the labels () when the upload holds one series."""
-        opened, labels = self.open(value, series)
+        opened, labels, chosen = self.open(value, series)
         try:
             scan = opened.picture(read_frame(frame), read_window(window), read_plane(plane))
         except ScanError as error:
             raise RequestError(str(error), f"scan_{error.reason}") from None
-        return scan, (read_series(series, labels) or 0) if labels else None, labels
+        return scan, chosen, labels
 
     # ------------------------------------------------------------------------- page events
 
@@ -177,15 +178,15 @@ class ScanViews:
         if not value:
             return render.preview_html(None), hidden, hidden, hidden, hidden, "", ""
         try:
-            opened, labels = self.open(value, series)
+            opened, labels, chosen = self.open(value, series)
             scan = opened.picture()
         except (RequestError, ScanError) as error:
             reason = getattr(error, "reason", "scan")
             logger.info("request refused: %s", reason)
             empty = render.preview_html(None)
             return empty, hidden, hidden, hidden, hidden, "", render.message_html(str(error))
-        chosen = labels[read_series(series, labels) or 0] if labels else None
-        series_list = gr.update(visible=bool(labels), choices=list(labels), value=chosen)
+        shown = labels[chosen] if labels else None
+        series_list = gr.update(visible=bool(labels), choices=list(labels), value=shown)
         return (render.preview_html(self.picture(scan.image, policy)), series_list,
                 *self._controls(scan), render.metadata_table(scan.metadata),
                 self.notes(scan))  # fmt: skip
